@@ -1,0 +1,222 @@
+"""Checkpoints: the whole learner in one portable safetensors file, written atomically, never pickled."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from streamlearn.errors import CheckpointError
+from streamlearn.learner import Learner
+from streamlearn.model import ClassMemory, PrototypeHead, Teacher
+from streamlearn.repair import Concept
+
+__all__ = ["FORMAT", "MODEL_FILE", "latest_path", "load", "save"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "streamlearn/1"
+MODEL_FILE = "model.safetensors"
+LATEST = "LATEST"
+_COUNTERS = ("since_meta", "since_drift", "since_snapshot", "plastic_left", "recheck_in", "concept_id", "next_concept_id")
+
+
+
+def _encoder_arrays(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{k}": v.detach().cpu().numpy().copy() for k, v in state.items()}
+
+
+def _part(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+def _concept_arrays(prefix: str, c: Concept) -> dict[str, np.ndarray]:
+    out = _encoder_arrays(f"{prefix}.encoder", c.encoder_state)
+    out.update({f"{prefix}.head.{k}": v for k, v in c.head_state.items()})
+    out.update({f"{prefix}.memory.{k}": v for k, v in c.memory_state.items()})
+    return out
+
+
+def _concept_from(arrays: dict[str, np.ndarray], prefix: str, info: dict) -> Concept:
+    encoder = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, f"{prefix}.encoder").items()}
+    return Concept(info["id"], encoder, _part(arrays, f"{prefix}.head"), _part(arrays, f"{prefix}.memory"),
+                   info["accuracy"], info["model_version"])
+
+
+def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and JSON metadata that describe ``learner`` completely enough to predict identically."""
+    if learner.n_features is None:
+        raise CheckpointError("nothing to save: the learner has not seen a sample yet")
+    arrays = _encoder_arrays("encoder", learner.encoder.state_dict())
+    arrays.update({f"normalizer.{k}": v for k, v in learner.normalizer.state().items()})
+    arrays.update({f"head.{k}": v for k, v in learner.head.state().items()})
+    arrays.update({f"memory.{k}": v for k, v in learner.memory.state().items()})
+    if learner.teacher is not None:
+        arrays.update(_encoder_arrays("teacher", learner.teacher.encoder.state_dict()))
+    optim = learner.meta.optimizer.state_dict()
+    for idx, slots in optim["state"].items():
+        arrays.update({f"optim.{idx}.{k}": torch.as_tensor(v).numpy().copy() for k, v in slots.items()})
+    library = []
+    for concept in learner.library:
+        arrays.update(_concept_arrays(f"library.{concept.concept_id}", concept))
+        library.append({"id": concept.concept_id, "accuracy": concept.accuracy, "model_version": concept.model_version})
+    good = None
+    if learner._good is not None:
+        arrays.update(_concept_arrays("good", learner._good))
+        good = {"id": learner._good.concept_id, "accuracy": learner._good.accuracy,
+                "model_version": learner._good.model_version}
+    hyper = {name: getattr(learner, name) for name in inspect.signature(Learner).parameters if name != "n_features"}
+    meta = {
+        "format": FORMAT,
+        "hyperparameters": hyper,
+        "n_features": learner.n_features,
+        "embedding_dim": learner.embedding_dim,
+        "model_version": learner.model_version,
+        "samples_seen": learner.samples_seen,
+        "labeled_seen": learner.labeled_seen,
+        "meta_updates": learner.meta_updates,
+        "last_loss": learner.last_loss,
+        "last_update": learner.last_update,
+        "classes": learner.classes,
+        "registry": learner.registry.state(),
+        "teacher_version": learner.teacher.model_version if learner.teacher is not None else None,
+        "library": library,
+        "good": good,
+        "drift_events": [e.to_dict() for e in learner.drift_events],
+        "rng": learner._rng.bit_generator.state,
+        "optimizer_groups": optim["param_groups"],
+        "plasticity": learner.meta.plasticity,
+        "counters": {name: getattr(learner, f"_{name}") for name in _COUNTERS},
+    }
+    recent = list(learner._recent)
+    if recent:
+        arrays["recent.x"] = np.stack([x for x, _, _ in recent])
+        arrays["recent.slot"] = np.array([y for _, y, _ in recent], dtype=np.int64)
+        arrays["recent.ok"] = np.array([ok for _, _, ok in recent], dtype=np.uint8)
+    return arrays, meta
+
+
+def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
+    """Rebuild a learner from :func:`to_state` output (drift detectors restart empty)."""
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    learner = Learner(meta["n_features"], **meta["hyperparameters"])
+    learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "encoder").items()})
+    learner.normalizer.load_state(_part(arrays, "normalizer"))
+    learner.head = PrototypeHead(learner.embedding_dim, per_class=learner.prototypes_per_class)
+    learner.head.load_state(_part(arrays, "head"))
+    learner.memory = ClassMemory(learner.n_features, learner.memory_per_class)
+    learner.memory.load_state(_part(arrays, "memory"))
+    learner.registry.load_state(meta["registry"])
+    if meta.get("teacher_version") is not None:
+        learner.teacher = Teacher(learner.encoder, meta["teacher_version"])
+        learner.teacher.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "teacher").items()})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in _part(arrays, "optim").items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = torch.from_numpy(value.copy())
+    learner.meta.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
+    for name, value in meta["counters"].items():
+        setattr(learner, f"_{name}", value)
+    learner.meta.set_plasticity(meta["plasticity"])
+    if "recent.x" in arrays:
+        learner._recent.extend(zip(arrays["recent.x"], arrays["recent.slot"].tolist(), arrays["recent.ok"].astype(bool).tolist()))
+    for info in meta["library"]:
+        learner.library.put(_concept_from(arrays, f"library.{info['id']}", info))
+    if meta.get("good") is not None:
+        learner._good = _concept_from(arrays, "good", meta["good"])
+    for name in ("model_version", "samples_seen", "labeled_seen", "meta_updates", "last_loss", "last_update"):
+        setattr(learner, name, meta[name])
+    learner._rng.bit_generator.state = meta["rng"]
+    return learner
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int = 3) -> Path:
+    """Write a checkpoint under ``directory`` atomically and point ``LATEST`` at it; returns the file.
+
+    The file is written into a temporary folder, fsynced, and renamed into place; ``LATEST``
+    is replaced by rename too, so a crash leaves either the old or the new checkpoint, never half.
+    """
+    directory = Path(directory)
+    started = time.perf_counter()
+    arrays, meta = to_state(learner)
+    meta["extra"] = extra or {}
+    meta["saved_at"] = time.time()
+    name = f"ckpt-{learner.model_version:010d}-{learner.samples_seen:012d}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_file(arrays, str(tmp / MODEL_FILE), metadata={"streamlearn": json.dumps(meta)})
+        with open(tmp / MODEL_FILE, "rb") as fh:
+            os.fsync(fh.fileno())
+        final = directory / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        pointer = directory / f".{LATEST}.tmp-{os.getpid()}"
+        pointer.write_text(name + "\n")
+        os.replace(pointer, directory / LATEST)
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint in {directory}: {exc}") from exc
+    _prune(directory, keep)
+    logger.info("checkpoint saved path=%s model_version=%d seconds=%.3f", final, learner.model_version,
+                time.perf_counter() - started)
+    return final / MODEL_FILE
+
+
+def _prune(directory: Path, keep: int) -> None:
+    checkpoints = sorted(p for p in directory.glob("ckpt-*") if p.is_dir())
+    for old in checkpoints[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_path(directory: Path) -> Path | None:
+    """The model file a checkpoint directory, a saved model, or a file path refers to (None if absent)."""
+    directory = Path(directory)
+    if directory.is_file():
+        return directory
+    if (directory / MODEL_FILE).is_file():
+        return directory / MODEL_FILE
+    pointer = directory / LATEST
+    if pointer.is_file():
+        candidate = directory / pointer.read_text().strip() / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(directory: Path) -> tuple[Learner, dict]:
+    """Load the learner (and the ``extra`` dict saved with it) from a checkpoint or saved model."""
+    path = latest_path(Path(directory))
+    if path is None:
+        raise CheckpointError(f"no checkpoint found at {directory}")
+    try:
+        arrays = load_file(str(path))
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len))
+        meta = json.loads(header["__metadata__"]["streamlearn"])
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    learner = from_state(arrays, meta)
+    return learner, meta.get("extra", {})

@@ -1,0 +1,390 @@
+"""The online learner: predict, then learn, then repair — one mini-batch at a time, no I/O inside."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from streamlearn.drift import DriftEvent, DriftMonitor, change_point
+from streamlearn.model import ClassMemory, ClassRegistry, Encoder, Label, MetaStep, OnlineStandardizer, PrototypeHead, Teacher
+from streamlearn.repair import Concept, ConceptLibrary, choose_repair, prequential_accuracy
+from streamlearn.snapshot import ModelSnapshot, embed_with, predict_with
+
+__all__ = ["BatchResult", "Learner"]
+
+logger = logging.getLogger(__name__)
+
+_RECENT = 256  # labeled samples kept to judge and repair a drift
+_SNAPSHOT_EVERY = 200  # labeled samples between "last good" snapshots of a stable concept
+_PLASTIC_SAMPLES = 300  # labeled samples of raised learning rate after a new concept appears
+_PLASTICITY = 3.0
+_CONFIDENT_WINDOW = 40  # post-change samples that make a repair decision final
+_RECHECK = 25  # labeled samples after a low-confidence "keep" before judging again
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the learner made of one batch, per sample, before learning from it."""
+
+    embeddings: np.ndarray
+    predictions: list[Label | None]
+    drift: list[bool]
+    model_versions: list[int]
+    correct: list[bool | None]
+
+
+class Learner:
+    """Meta-learned encoder + prototype head, kept up to date by test-then-train on mini-batches.
+
+    Every batch costs one forward pass for its embeddings; every ``meta_every`` labeled samples
+    the encoder takes one episodic ProtoNet step on memory, pulled towards a frozen teacher
+    (the last good snapshot) by distillation. Drift detectors watch the error and the
+    embedding distances; on a rise of the error the repair policy keeps the model, re-estimates
+    prototypes from the new data (with raised plasticity) or restores a stored concept,
+    whichever does best on the post-change window.
+
+    >>> rng = np.random.default_rng(0)
+    >>> learner = Learner(seed=0, hidden_dim=32, embedding_dim=8)
+    >>> x = rng.normal(size=(4, 3)).astype(np.float32) + np.array([[0], [0], [5], [5]], dtype=np.float32)
+    >>> out = learner.process(x, ["a", "a", "b", "b"])
+    >>> out.predictions  # nothing known before the first label, "a" only before the first "b"
+    [None, 'a', 'a', 'b']
+    >>> learner.predict(x)[0]
+    ['a', 'a', 'b', 'b']
+    """
+
+    def __init__(
+        self,
+        n_features: int | None = None,
+        *,
+        embedding_dim: int = 64,
+        hidden_dim: int = 256,
+        lr: float = 1e-3,
+        meta_every: int = 32,
+        episode_ways: int = 5,
+        episode_shots: int = 4,
+        episode_queries: int = 4,
+        memory_per_class: int = 64,
+        max_classes: int = 1000,
+        prototypes_per_class: int = 1,
+        distill_weight: float = 1.0,
+        drift_delta: float = 0.002,
+        concept_library_size: int = 8,
+        seed: int = 0,
+    ):
+        for name, value in (("meta_every", meta_every), ("episode_ways", episode_ways), ("episode_shots", episode_shots),
+                            ("episode_queries", episode_queries), ("memory_per_class", memory_per_class)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if n_features is not None and n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        self.embedding_dim = embedding_dim
+        self.hidden_dim = hidden_dim
+        self.lr = lr
+        self.meta_every = meta_every
+        self.episode_ways = episode_ways
+        self.episode_shots = episode_shots
+        self.episode_queries = episode_queries
+        self.memory_per_class = memory_per_class
+        self.max_classes = max_classes
+        self.prototypes_per_class = prototypes_per_class
+        self.distill_weight = distill_weight
+        self.drift_delta = drift_delta
+        self.concept_library_size = concept_library_size
+        self.seed = seed
+        # Validate the remaining hyperparameters through the parts that own them.
+        PrototypeHead(embedding_dim, per_class=prototypes_per_class)
+        DriftMonitor(delta=drift_delta)
+        ConceptLibrary(concept_library_size)
+        self.model_version = 0
+        self._n_features = n_features
+        self._reset()
+
+    @classmethod
+    def from_settings(cls, settings) -> "Learner":
+        """Build from a ``LearnerSettings`` (fields named like the constructor arguments)."""
+        names = list(inspect.signature(cls).parameters)
+        return cls(**{name: getattr(settings, name) for name in names if hasattr(settings, name)})
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self.samples_seen = 0
+        self.labeled_seen = 0
+        self.meta_updates = 0
+        self.last_loss: float | None = None
+        self.last_update: float | None = None
+        self.drift_events: deque[DriftEvent] = deque(maxlen=100)
+        self.registry = ClassRegistry(self.max_classes)
+        self.head = PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
+        self.monitor = DriftMonitor(delta=self.drift_delta)
+        self.library = ConceptLibrary(self.concept_library_size)
+        self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
+        self._since_meta = 0
+        self._concept_id = 0
+        self._next_concept_id = 1
+        self._since_drift = 0
+        self._since_snapshot = 0
+        self._plastic_left = 0
+        self._recheck_in = 0
+        self._good: Concept | None = None
+        self.teacher: Teacher | None = None
+        self.encoder = self.normalizer = self.memory = self.meta = None
+        if self._n_features is not None:
+            self._build(self._n_features)
+
+    def _build(self, n_features: int) -> None:
+        self._n_features = n_features
+        gen = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            self.encoder = Encoder(n_features, self.hidden_dim, self.embedding_dim).eval()
+        self.normalizer = OnlineStandardizer(n_features)
+        self.memory = ClassMemory(n_features, self.memory_per_class)
+        self.meta = MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight)
+
+    @property
+    def n_features(self) -> int | None:
+        return self._n_features
+
+    @property
+    def classes(self) -> list[Label]:
+        return self.registry.labels()
+
+    def reset(self) -> None:
+        """Start from a fresh model (same hyperparameters and input dimension); the version still rises."""
+        self._reset()
+        self._bump()
+
+    def _bump(self) -> None:
+        self.model_version += 1
+        self.last_update = time.time()
+
+    # --------------------------------------------------------------- inference
+    def _check(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"features must be a 2-d array (n, n_features), got shape {x.shape}")
+        if self._n_features is None:
+            self._build(x.shape[1])
+        if x.shape[1] != self._n_features:
+            raise ValueError(f"expected {self._n_features} features, got {x.shape[1]}")
+        if not np.isfinite(x).all():
+            raise ValueError("features must be finite")
+        return x
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """Embeddings (n, embedding_dim) with the current model; learns nothing."""
+        return embed_with(self.encoder, self.normalizer, self._check(features))
+
+    def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
+        """Nearest-prototype labels and squared distances; learns nothing."""
+        return predict_with(self.head, self.registry.slot_labels(), self.embed(features))
+
+    def snapshot(self) -> ModelSnapshot:
+        """An immutable copy for concurrent readers (the HTTP API)."""
+        if self._n_features is None:
+            raise ValueError("no model yet: the learner has not seen a sample")
+        return ModelSnapshot.capture(
+            self.encoder, self.normalizer, self.head, self.registry.slot_labels(),
+            model_version=self.model_version, n_features=self._n_features, embedding_dim=self.embedding_dim,
+            samples_seen=self.samples_seen, last_update=self.last_update,
+        )
+
+    # ------------------------------------------------------------ learning
+    def process(self, features: np.ndarray, labels: Sequence[Label | None]) -> BatchResult:
+        """Test-then-train on one batch: each sample is embedded and predicted before it is learned."""
+        x = self._check(features)
+        if len(labels) != len(x):
+            raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
+        self.normalizer.update(x)
+        xn = self.normalizer.transform(x)
+        with torch.no_grad():
+            z = self.encoder(torch.from_numpy(xn)).numpy()
+        preds: list[Label | None] = []
+        drift: list[bool] = []
+        versions: list[int] = []
+        correct: list[bool | None] = []
+        for i, label in enumerate(labels):
+            slot, dist, _ = self.head.nearest(z[i])
+            preds.append(self.registry.label_of(slot) if slot >= 0 else None)
+            versions.append(self.model_version)
+            drifted = slot >= 0 and self.monitor.update_distance(dist)
+            if drifted:
+                self._record("embedding", "observe")
+            if label is None:
+                correct.append(None)
+                drift.append(drifted)
+                continue
+            ok = slot >= 0 and slot == self.registry.slot_of(label)
+            correct.append(ok)
+            y, _, evicted = self.registry.slot_for(label)
+            if evicted is not None:
+                self.head.clear(y)
+                self.memory.clear(y)
+            self.head.update(y, z[i])
+            self.memory.add(y, x[i])
+            self._recent.append((x[i], y, ok))
+            self.labeled_seen += 1
+            self._since_meta += 1
+            self._since_drift += 1
+            self._since_snapshot += 1
+            if self._plastic_left > 0:
+                self._plastic_left -= 1
+                if self._plastic_left == 0:
+                    self.meta.set_plasticity(1.0)
+            detector = self.monitor.update_error(0.0 if ok else 1.0)
+            if detector is None and self._recheck_in > 0:
+                self._recheck_in -= 1
+                detector = "recheck" if self._recheck_in == 0 else None
+            if detector is not None:
+                drifted = True
+                if self._repair(detector) and i + 1 < len(x):
+                    with torch.no_grad():
+                        z[i + 1 :] = self.encoder(torch.from_numpy(xn[i + 1 :])).numpy()
+            drift.append(drifted)
+        self.samples_seen += len(x)
+        self._learn()
+        self._maybe_snapshot()
+        return BatchResult(z, preds, drift, versions, correct)
+
+    def _learn(self) -> None:
+        steps = self._since_meta // self.meta_every
+        if steps == 0:
+            return
+        self._since_meta -= steps * self.meta_every
+        teacher = None if self._plastic_left > 0 else self.teacher
+        losses = []
+        for _ in range(steps):
+            episode = self.memory.sample_episode(self._rng, self.episode_ways, self.episode_shots, self.episode_queries)
+            if episode is None:
+                return
+            sx, sy, qx, qy = episode
+            loss = self.meta.step((self.normalizer.transform(sx), sy, self.normalizer.transform(qx), qy), teacher)
+            if loss is None:
+                self._numeric_fault()
+                return
+            losses.append(loss)
+        self.meta_updates += len(losses)
+        self.last_loss = float(np.mean(losses))
+        self._refit_prototypes()
+        self._bump()
+
+    @torch.no_grad()
+    def _refit_prototypes(self) -> None:
+        """After the encoder moved, prototypes are re-estimated from the samples in memory."""
+        xs, slots = self.memory.all_samples()
+        if len(xs) == 0:
+            return
+        z = self.encoder(torch.from_numpy(self.normalizer.transform(xs))).numpy()
+        for slot in np.unique(slots):
+            self.head.refit(int(slot), z[slots == slot])
+
+    def _numeric_fault(self) -> None:
+        logger.error("numeric fault in the meta step: rolling back model_version=%d", self.model_version)
+        self._record("numeric_fault", "rollback" if self.rollback() else "skip")
+
+    def _record(self, detector: str, action: str) -> None:
+        event = DriftEvent(detector, self.samples_seen, self.model_version, time.time(), action)
+        self.drift_events.append(event)
+        logger.info("drift detector=%s action=%s sample=%d model_version=%d", detector, action,
+                    self.samples_seen, self.model_version)
+
+    # --------------------------------------------------------------- repair
+    def _maybe_snapshot(self) -> None:
+        """Keep the last good state of the live concept: teacher, rollback target and library entry."""
+        if self._since_drift < 100 or self._since_snapshot < _SNAPSHOT_EVERY or len(self._recent) < 100:
+            return
+        acc = float(np.mean([ok for _, _, ok in list(self._recent)[-100:]]))
+        if self._good is not None and self._good.concept_id == self._concept_id and acc < self._good.accuracy - 0.05:
+            return
+        self._since_snapshot = 0
+        self._good = Concept.capture(self._concept_id, self.encoder, self.head, self.memory, acc, self.model_version)
+        self.library.put(self._good)
+        if self.distill_weight > 0:
+            self.teacher = Teacher(self.encoder, self.model_version)
+
+    def _repair(self, detector: str) -> bool:
+        """Handle a detected rise of the error; returns True when the encoder weights changed."""
+        recent = list(self._recent)
+        k = change_point(np.array([not ok for _, _, ok in recent]))
+        window = recent[-k:]
+        raw = np.stack([x for x, _, _ in window])
+        wx = self.normalizer.transform(raw)
+        wy = np.array([y for _, y, _ in window])
+        scores = {"keep": float(np.mean([ok for _, _, ok in window]))}
+        scores["reestimate"] = prequential_accuracy(self.encoder, self._empty_head(), wx, wy)
+        for concept in self.library:
+            head = self._empty_head()
+            head.load_state(concept.head_state)
+            scores[f"restore:{concept.concept_id}"] = prequential_accuracy(concept.encoder(self.encoder), head, wx, wy)
+        action = choose_repair(scores)
+        logger.info("repair window=%d scores=%s -> %s", k, {a: round(s, 3) for a, s in scores.items()}, action)
+        self._since_drift = 0
+        self._recheck_in = 0
+        if action == "keep":
+            # A short window is weak evidence: look again once more of the new data is in.
+            self._recheck_in = _RECHECK if k < _CONFIDENT_WINDOW and detector != "recheck" else 0
+            self._record(detector, "keep")
+            return False
+        self.monitor = DriftMonitor(delta=self.drift_delta)
+        if action == "reestimate":
+            self._reestimate(wx, wy)
+            changed = False
+        else:
+            self._restore(self.library.get(int(action.split(":")[1])))
+            changed = True
+        self._bump()
+        self._record(detector, action)
+        self._learn_window(raw, wx, wy)
+        return changed
+
+    def _empty_head(self) -> PrototypeHead:
+        return PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
+
+    def _reestimate(self, wx: np.ndarray, wy: np.ndarray) -> None:
+        """A new concept: start its prototypes and memory from the window, and learn fast for a while.
+
+        Every class is cleared, not just those in the window, because the scores that chose
+        this action were computed from an empty head (a class the window lacks reappears with
+        one example).
+        """
+        self.head = self._empty_head()
+        self.memory = ClassMemory(self._n_features, self.memory_per_class)
+        self._concept_id, self._next_concept_id = self._next_concept_id, self._next_concept_id + 1
+        self._plastic_left = _PLASTIC_SAMPLES
+        self.meta.set_plasticity(_PLASTICITY)
+
+    def _restore(self, concept: Concept) -> None:
+        """A known concept is back: its encoder, prototypes and memory replace the live ones."""
+        self.encoder.load_state_dict(concept.encoder_state)
+        self.head.load_state(concept.head_state)
+        self.memory.load_state(concept.memory_state)
+        self.meta = MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight)
+        self._concept_id = concept.concept_id
+        self._plastic_left = 0
+        self.library.touch(concept.concept_id)
+        self.teacher = Teacher(self.encoder, self.model_version) if self.distill_weight > 0 else None
+
+    @torch.no_grad()
+    def _learn_window(self, raw: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> None:
+        """The post-change window belongs to the concept now live: put it in memory and prototypes."""
+        z = self.encoder(torch.from_numpy(wx)).numpy()
+        for xi, zi, slot in zip(raw, z, wy):
+            self.head.update(int(slot), zi)
+            self.memory.add(int(slot), xi)
+
+    def rollback(self) -> bool:
+        """Restore the last good snapshot; False when there is none yet."""
+        if self._good is None:
+            return False
+        self._restore(self._good)
+        self._bump()
+        return True

@@ -1,0 +1,22 @@
+"""The model parts: encoder, standardiser, prototype head, class registry, memory, meta step, distillation."""
+
+from streamlearn.model.classes import ClassRegistry, Label
+from streamlearn.model.distill import Teacher, distillation_loss
+from streamlearn.model.encoder import Encoder
+from streamlearn.model.memory import ClassMemory
+from streamlearn.model.meta import MetaStep, protonet_loss
+from streamlearn.model.normalizer import OnlineStandardizer
+from streamlearn.model.prototypes import PrototypeHead
+
+__all__ = [
+    "ClassMemory",
+    "ClassRegistry",
+    "Encoder",
+    "Label",
+    "MetaStep",
+    "OnlineStandardizer",
+    "PrototypeHead",
+    "Teacher",
+    "distillation_loss",
+    "protonet_loss",
+]

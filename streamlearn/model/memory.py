@@ -1,0 +1,128 @@
+"""Bounded, class-balanced replay memory: the most recent samples of every live class."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ClassMemory"]
+
+
+class ClassMemory:
+    """A ring buffer of raw feature vectors per class slot.
+
+    Every class keeps its ``per_class`` most recent samples, so a frequent class cannot
+    crowd out a rare one and the memory follows the stream when a class changes meaning.
+
+    >>> mem = ClassMemory(n_features=2, per_class=2)
+    >>> for v in (1.0, 2.0, 3.0):
+    ...     mem.add(0, np.array([v, v]))
+    >>> mem.add(3, np.array([9.0, 9.0]))
+    >>> mem.samples(0)[:, 0].tolist(), mem.count(3), mem.count(1)
+    ([2.0, 3.0], 1, 0)
+    """
+
+    def __init__(self, n_features: int, per_class: int = 64):
+        if per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {per_class}")
+        self.n_features = n_features
+        self.per_class = per_class
+        self._reset()
+
+    def _reset(self) -> None:
+        self._data = np.zeros((0, self.per_class, self.n_features), dtype=np.float32)
+        self._count = np.zeros(0, dtype=np.int64)
+        self._next = np.zeros(0, dtype=np.int64)
+
+    def _ensure(self, slot: int) -> None:
+        if slot < len(self._count):
+            return
+        grow = max(slot + 1, 2 * len(self._count), 8)
+        data = np.zeros((grow, self.per_class, self.n_features), dtype=np.float32)
+        data[: len(self._count)] = self._data
+        self._data = data
+        self._count = np.concatenate([self._count, np.zeros(grow - len(self._count), dtype=np.int64)])
+        self._next = np.concatenate([self._next, np.zeros(grow - len(self._next), dtype=np.int64)])
+
+    def add(self, slot: int, x: np.ndarray) -> None:
+        """Store one raw sample for class ``slot``, overwriting its oldest when full."""
+        self._ensure(slot)
+        self._data[slot, self._next[slot]] = x
+        self._next[slot] = (self._next[slot] + 1) % self.per_class
+        self._count[slot] = min(self._count[slot] + 1, self.per_class)
+
+    def count(self, slot: int) -> int:
+        """Number of samples held for ``slot``."""
+        return int(self._count[slot]) if slot < len(self._count) else 0
+
+    def samples(self, slot: int) -> np.ndarray:
+        """Samples of ``slot``, oldest first (a copy)."""
+        n = self.count(slot)
+        if n == 0:
+            return np.zeros((0, self.n_features), dtype=np.float32)
+        if n < self.per_class:
+            return self._data[slot, :n].copy()
+        start = self._next[slot]
+        return np.concatenate([self._data[slot, start:], self._data[slot, :start]])
+
+    def clear(self, slot: int) -> None:
+        """Forget every sample of ``slot`` (evicted class, or a class whose meaning changed)."""
+        if slot < len(self._count):
+            self._count[slot] = 0
+            self._next[slot] = 0
+
+    def replace(self, slot: int, xs: np.ndarray) -> None:
+        """Make ``xs`` (oldest first) the only samples of ``slot``."""
+        self.clear(slot)
+        for x in xs[-self.per_class :]:
+            self.add(slot, x)
+
+    def slots(self, min_count: int = 1) -> np.ndarray:
+        """Slots holding at least ``min_count`` samples."""
+        return np.flatnonzero(self._count >= min_count)
+
+    def all_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored sample and its slot: ``(x[m, d], slots[m])``."""
+        xs, ys = [], []
+        for slot in self.slots():
+            s = self.samples(slot)
+            xs.append(s)
+            ys.append(np.full(len(s), slot, dtype=np.int64))
+        if not xs:
+            return np.zeros((0, self.n_features), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    def sample_episode(
+        self, rng: np.random.Generator, ways: int, shots: int, queries: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Draw a support/query episode over up to ``ways`` classes with >= 2 samples.
+
+        Returns ``(support_x, support_class, query_x, query_class)`` with classes numbered
+        0..ways-1 inside the episode, or ``None`` when fewer than two classes qualify.
+        """
+        eligible = self.slots(min_count=2)
+        if len(eligible) < 2:
+            return None
+        chosen = rng.choice(eligible, size=min(ways, len(eligible)), replace=False)
+        sx, sy, qx, qy = [], [], [], []
+        for k, slot in enumerate(chosen):
+            n = self.count(slot)
+            # Split what the class has between support and query, keeping at least one of each.
+            n_s = max(1, min(shots, n - 1))
+            n_q = max(1, min(queries, n - n_s))
+            idx = rng.permutation(n)[: n_s + n_q]
+            rows = self._data[slot, idx]
+            sx.append(rows[:n_s])
+            qx.append(rows[n_s:])
+            sy.append(np.full(n_s, k, dtype=np.int64))
+            qy.append(np.full(n_q, k, dtype=np.int64))
+        return np.concatenate(sx), np.concatenate(sy), np.concatenate(qx), np.concatenate(qy)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays for checkpoints."""
+        return {"data": self._data.copy(), "count": self._count.copy(), "next": self._next.copy()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from :meth:`state`."""
+        self._data = np.asarray(state["data"], dtype=np.float32).copy()
+        self._count = np.asarray(state["count"], dtype=np.int64).copy()
+        self._next = np.asarray(state["next"], dtype=np.int64).copy()

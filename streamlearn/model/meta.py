@@ -1,0 +1,84 @@
+"""Online meta-learning: small episodic ProtoNet steps on support/query episodes drawn from memory."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamlearn.model.distill import Teacher, distillation_loss
+
+__all__ = ["protonet_loss", "MetaStep"]
+
+logger = logging.getLogger(__name__)
+
+
+def protonet_loss(
+    support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, query_y: torch.Tensor, ways: int
+) -> torch.Tensor:
+    """Prototypical-network loss: cross-entropy of queries over negative squared distances to class means.
+
+    >>> s = torch.tensor([[0.0], [10.0]]); q = torch.tensor([[0.5], [9.0]])
+    >>> y = torch.tensor([0, 1])
+    >>> round(float(protonet_loss(s, y, q, y, 2)), 4)
+    0.0
+    """
+    onehot = torch.nn.functional.one_hot(support_y, ways).to(support.dtype)
+    protos = (onehot.T @ support) / onehot.sum(0).clamp_min(1.0)[:, None]
+    logits = -torch.cdist(query, protos).pow(2)
+    return torch.nn.functional.cross_entropy(logits, query_y)
+
+
+class MetaStep:
+    """One optimiser over the encoder; ``step`` takes one episodic update and reports the loss.
+
+    The learning rate can be scaled for a while (``plasticity``) after a drift, and a
+    distillation term keeps the encoder close to a teacher on the classes it replays.
+    """
+
+    def __init__(self, encoder: nn.Module, lr: float = 1e-3, distill_weight: float = 1.0, max_grad_norm: float = 5.0):
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if distill_weight < 0:
+            raise ValueError(f"distill_weight must be >= 0, got {distill_weight}")
+        self.encoder = encoder
+        self.lr = lr
+        self.distill_weight = distill_weight
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
+        self.plasticity = 1.0
+
+    def set_plasticity(self, factor: float) -> None:
+        """Scale the learning rate by ``factor`` (1.0 restores the configured rate)."""
+        self.plasticity = factor
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * factor
+
+    def step(
+        self,
+        episode: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        teacher: Teacher | None,
+    ) -> float | None:
+        """One update on a standardised episode; returns the loss, or ``None`` on a numeric fault."""
+        sx, sy, qx, qy = episode
+        ways = int(sy.max()) + 1
+        x = torch.from_numpy(np.concatenate([sx, qx]))
+        self.encoder.train()
+        z = self.encoder(x)
+        n_s = len(sx)
+        loss = protonet_loss(z[:n_s], torch.from_numpy(sy), z[n_s:], torch.from_numpy(qy), ways)
+        if teacher is not None and self.distill_weight > 0:
+            loss = loss + self.distill_weight * distillation_loss(z, teacher.embed(x))
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            logger.warning("meta step skipped: non-finite loss=%s", value)
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.encoder.eval()
+        return value

@@ -1,0 +1,157 @@
+"""The prototype head: each class is one or a few mean embeddings; prediction is the nearest one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["PrototypeHead"]
+
+
+class PrototypeHead:
+    """Nearest-prototype classifier over embeddings, updated one sample at a time.
+
+    A new class is usable after a single labeled example (its first embedding *is* its
+    prototype). Each prototype is a running mean whose update rate never falls below
+    ``min_rate``, so it keeps following a class that moves. With ``per_class > 1`` a class
+    may grow extra prototypes (online k-means) for samples far from the ones it has, which
+    covers classes made of several clusters.
+
+    >>> head = PrototypeHead(embedding_dim=2)
+    >>> head.update(0, np.array([0.0, 0.0])); head.update(1, np.array([4.0, 0.0]))
+    >>> head.nearest(np.array([1.0, 0.0]))[0]
+    0
+    >>> head.update(0, np.array([2.0, 0.0]))
+    >>> head.prototypes(0).tolist()
+    [[1.0, 0.0]]
+    """
+
+    def __init__(self, embedding_dim: int, per_class: int = 1, min_rate: float = 0.02, spawn_factor: float = 9.0):
+        if per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {per_class}")
+        if not 0.0 < min_rate <= 1.0:
+            raise ValueError(f"min_rate must be in (0, 1], got {min_rate}")
+        self.embedding_dim = embedding_dim
+        self.per_class = per_class
+        self.min_rate = min_rate
+        self.spawn_factor = spawn_factor
+        self._reset()
+
+    def _reset(self) -> None:
+        self._protos = np.zeros((0, self.per_class, self.embedding_dim), dtype=np.float32)
+        self._counts = np.zeros((0, self.per_class), dtype=np.float64)
+        self._active = np.zeros((0, self.per_class), dtype=bool)
+        self._spread = np.zeros(0, dtype=np.float64)
+
+    def _ensure(self, slot: int) -> None:
+        n = self._protos.shape[0]
+        if slot < n:
+            return
+        grow = max(slot + 1, 2 * n, 8)
+        pad = grow - n
+        self._protos = np.concatenate([self._protos, np.zeros((pad, self.per_class, self.embedding_dim), np.float32)])
+        self._counts = np.concatenate([self._counts, np.zeros((pad, self.per_class))])
+        self._active = np.concatenate([self._active, np.zeros((pad, self.per_class), bool)])
+        self._spread = np.concatenate([self._spread, np.zeros(pad)])
+
+    @property
+    def has_classes(self) -> bool:
+        return bool(self._active.any())
+
+    def class_distances(self, z: np.ndarray) -> np.ndarray:
+        """Squared distance from each embedding in ``z`` (n, e) to every class slot: (n, slots); inf if empty."""
+        z = np.atleast_2d(z)
+        protos = self._protos.reshape(-1, self.embedding_dim)
+        if protos.shape[0] == 0:
+            return np.full((z.shape[0], 0), np.inf)
+        d = (z * z).sum(1, keepdims=True) - 2.0 * z @ protos.T + (protos * protos).sum(1)
+        d = np.maximum(d, 0.0).reshape(z.shape[0], -1, self.per_class)
+        d = np.where(self._active[None], d, np.inf)
+        return d.min(axis=2)
+
+    def nearest(self, z: np.ndarray) -> tuple[int, float, np.ndarray]:
+        """``(slot, squared distance, distances to all slots)`` for one embedding; slot -1 if no class."""
+        d = self.class_distances(z)[0]
+        if d.size == 0 or not np.isfinite(d).any():
+            return -1, float("inf"), d
+        slot = int(np.argmin(d))
+        return slot, float(d[slot]), d
+
+    def update(self, slot: int, z: np.ndarray) -> None:
+        """Move the class's closest prototype towards ``z`` (or start a new one)."""
+        self._ensure(slot)
+        active = self._active[slot]
+        if not active.any():
+            self._protos[slot, 0] = z
+            self._counts[slot, 0] = 1.0
+            active[0] = True
+            return
+        diff = self._protos[slot] - z
+        d = np.where(active, (diff * diff).sum(1), np.inf)
+        j = int(np.argmin(d))
+        if (
+            not active.all()
+            and self._counts[slot, j] >= 10
+            and d[j] > self.spawn_factor * max(self._spread[slot], 1e-12)
+        ):
+            j = int(np.argmin(active))
+            self._protos[slot, j] = z
+            self._counts[slot, j] = 1.0
+            active[j] = True
+            return
+        self._counts[slot, j] += 1.0
+        rate = max(1.0 / self._counts[slot, j], self.min_rate)
+        self._protos[slot, j] += rate * (z - self._protos[slot, j])
+        spread_rate = max(1.0 / self._counts[slot].sum(), self.min_rate)
+        self._spread[slot] += spread_rate * (float(d[j]) - self._spread[slot])
+
+    def refit(self, slot: int, z: np.ndarray, iterations: int = 3) -> None:
+        """Re-estimate a class's prototypes from its embeddings ``z`` (m, e), e.g. after the encoder changed."""
+        self._ensure(slot)
+        m = z.shape[0]
+        if m == 0:
+            self.clear(slot)
+            return
+        k = min(self.per_class, m, max(1, int(self._active[slot].sum())))
+        centres = self._protos[slot, :k].copy() if self._active[slot, :k].all() else z[np.linspace(0, m - 1, k).astype(int)]
+        for _ in range(iterations if k > 1 else 1):
+            assign = ((z[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1) if k > 1 else np.zeros(m, int)
+            for j in range(k):
+                members = z[assign == j]
+                if len(members):
+                    centres[j] = members.mean(0)
+        self._protos[slot] = 0.0
+        self._active[slot] = False
+        self._counts[slot] = 0.0
+        self._protos[slot, :k] = centres
+        self._active[slot, :k] = True
+        for j in range(k):
+            self._counts[slot, j] = max(1.0, float((assign == j).sum()))
+        d = ((z - centres[assign]) ** 2).sum(1)
+        self._spread[slot] = float(d.mean())
+
+    def clear(self, slot: int) -> None:
+        """Forget a class's prototypes."""
+        if slot < self._protos.shape[0]:
+            self._active[slot] = False
+            self._counts[slot] = 0.0
+            self._spread[slot] = 0.0
+
+    def prototypes(self, slot: int) -> np.ndarray:
+        """The active prototypes of ``slot`` (k, e)."""
+        return self._protos[slot][self._active[slot]].copy()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays for checkpoints and snapshots."""
+        return {
+            "protos": self._protos.copy(),
+            "counts": self._counts.copy(),
+            "active": self._active.astype(np.uint8),
+            "spread": self._spread.copy(),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from :meth:`state`."""
+        self._protos = np.asarray(state["protos"], dtype=np.float32).copy()
+        self._counts = np.asarray(state["counts"], dtype=np.float64).copy()
+        self._active = np.asarray(state["active"]).astype(bool)
+        self._spread = np.asarray(state["spread"], dtype=np.float64).copy()

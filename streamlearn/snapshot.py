@@ -1,0 +1,73 @@
+"""An immutable copy of the model that request handlers can use while the learner keeps learning."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamlearn.model.classes import Label
+from streamlearn.model.normalizer import OnlineStandardizer
+from streamlearn.model.prototypes import PrototypeHead
+
+__all__ = ["ModelSnapshot", "embed_with", "predict_with"]
+
+
+@torch.no_grad()
+def embed_with(encoder: nn.Module, normalizer: OnlineStandardizer, features: np.ndarray) -> np.ndarray:
+    """Embeddings (n, e) float32 of raw ``features`` (n, d): standardise, then one forward pass."""
+    x = normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+    return encoder(torch.from_numpy(x)).numpy()
+
+
+def predict_with(head: PrototypeHead, labels: list[Label | None], z: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
+    """Nearest-prototype labels and squared distances for embeddings ``z``; ``None``/inf before any class."""
+    d = head.class_distances(z)
+    if d.shape[1] == 0 or not np.isfinite(d).any():
+        return [None] * len(z), np.full(len(z), np.inf)
+    slots = d.argmin(axis=1)
+    best = d[np.arange(len(z)), slots]
+    return [labels[s] if s < len(labels) else None for s in slots], best
+
+
+@dataclass(frozen=True)
+class ModelSnapshot:
+    """Frozen encoder, standardiser, prototypes and labels at one model version."""
+
+    encoder: nn.Module
+    normalizer: OnlineStandardizer
+    head: PrototypeHead
+    slot_labels: list[Label | None]
+    model_version: int
+    n_features: int
+    embedding_dim: int
+    samples_seen: int
+    last_update: float | None
+    created_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def capture(cls, encoder, normalizer, head, slot_labels, **info) -> "ModelSnapshot":
+        """Deep-copy the live parts so later learning cannot change this snapshot."""
+        return cls(
+            encoder=copy.deepcopy(encoder).eval(),
+            normalizer=copy.deepcopy(normalizer),
+            head=copy.deepcopy(head),
+            slot_labels=list(slot_labels),
+            **info,
+        )
+
+    @property
+    def classes(self) -> list[Label]:
+        return [label for label in self.slot_labels if label is not None]
+
+    def embed(self, features: np.ndarray) -> np.ndarray:
+        """Embeddings of raw features (n, n_features)."""
+        return embed_with(self.encoder, self.normalizer, features)
+
+    def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
+        """Predicted labels and squared distances to the predicted prototype."""
+        return predict_with(self.head, self.slot_labels, self.embed(features))

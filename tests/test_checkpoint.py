@@ -1,0 +1,70 @@
+"""Checkpoints: portable safetensors, atomic replacement, exact round trip."""
+
+import json
+
+import numpy as np
+import pytest
+
+from streamlearn import checkpoint
+from streamlearn.errors import CheckpointError
+from streamlearn.learner import Learner
+from tests.test_learner import SMALL, blobs, run
+
+
+@pytest.fixture()
+def trained():
+    learner = Learner(seed=3, **SMALL)
+    x, labels = blobs(1300)
+    run(learner, x, [f"c{v}" if v % 2 else v for v in labels])
+    return learner
+
+
+def test_round_trip_gives_identical_embeddings_predictions_and_future(tmp_path, trained):
+    path = checkpoint.save(tmp_path, trained, extra={"offsets": {"samples:0": 1300}})
+    loaded, extra = checkpoint.load(tmp_path)
+    assert extra == {"offsets": {"samples:0": 1300}}
+    x, labels = blobs(300, seed=9)
+    labels = [f"c{v}" if v % 2 else v for v in labels]
+    np.testing.assert_array_equal(loaded.embed(x), trained.embed(x))
+    assert loaded.predict(x)[0] == trained.predict(x)[0]
+    assert (loaded.model_version, loaded.samples_seen, loaded.classes) == (
+        trained.model_version, trained.samples_seen, trained.classes)
+    # On the same concept, learning goes on exactly as without a restart (optimiser, RNG, counters
+    # are saved; only the drift detectors restart empty).
+    a, b = run(trained, x, labels), run(loaded, x, labels)
+    np.testing.assert_array_equal(a[-1].embeddings, b[-1].embeddings)
+    assert path.name == checkpoint.MODEL_FILE
+
+
+def test_file_is_safetensors_with_json_metadata_not_pickle(tmp_path, trained):
+    path = checkpoint.save(tmp_path, trained)
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    meta = json.loads(header["__metadata__"]["streamlearn"])
+    assert meta["format"] == checkpoint.FORMAT and meta["n_features"] == 8
+    assert b"\x80\x04" not in raw[:2]  # no pickle protocol header
+    assert "encoder.net.0.weight" in header
+
+
+def test_latest_points_to_a_complete_checkpoint_and_old_ones_are_pruned(tmp_path, trained):
+    for _ in range(4):
+        run(trained, *blobs(64, seed=_))
+        checkpoint.save(tmp_path, trained, keep=2)
+    dirs = sorted(p.name for p in tmp_path.glob("ckpt-*"))
+    assert len(dirs) == 2
+    assert (tmp_path / "LATEST").read_text().strip() == dirs[-1]
+    assert not list(tmp_path.glob(".*tmp*"))
+    assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
+
+
+def test_load_errors_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        checkpoint.load(tmp_path)
+    (tmp_path / checkpoint.MODEL_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        checkpoint.load(tmp_path)
+
+
+def test_saving_an_untrained_learner_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="not seen a sample"):
+        checkpoint.save(tmp_path, Learner())

@@ -1,0 +1,158 @@
+"""Behaviour of the learner: test-then-train order, few-shot classes, determinism, drift repair."""
+
+import numpy as np
+import pytest
+import torch
+
+from streamlearn.learner import Learner
+
+SMALL = dict(hidden_dim=32, embedding_dim=16, meta_every=16)
+
+
+def blobs(n, seed=0, n_classes=4, dim=8, label_perm=None, spread=0.3):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(123).normal(0, 3, (n_classes, dim))
+    y = rng.integers(0, n_classes, n)
+    x = (centres[y] + rng.normal(0, spread, (n, dim))).astype(np.float32)
+    labels = [int(label_perm[v]) if label_perm is not None else int(v) for v in y]
+    return x, labels
+
+
+def run(learner, x, labels, batch=32):
+    out = []
+    for i in range(0, len(x), batch):
+        out.append(learner.process(x[i : i + batch], labels[i : i + batch]))
+    return out
+
+
+def test_predicts_before_it_learns():
+    learner = Learner(seed=0, **SMALL)
+    x, _ = blobs(3)
+    out = learner.process(x, ["only", "only", "only"])
+    assert out.predictions == [None, "only", "only"]
+    assert out.correct == [False, True, True]
+
+
+def test_a_new_class_is_predicted_after_one_example():
+    learner = Learner(seed=0, **SMALL)
+    x, labels = blobs(400)
+    run(learner, x, labels)
+    novel = (np.random.default_rng(5).normal(0, 0.3, (6, 8)) + 20.0).astype(np.float32)
+    learner.process(novel[:1], ["novel"])
+    assert learner.predict(novel[1:])[0] == ["novel"] * 5
+
+
+def test_unlabeled_samples_are_embedded_but_not_learned():
+    learner = Learner(seed=0, **SMALL)
+    x, labels = blobs(64)
+    run(learner, x, labels)
+    before = learner.memory.all_samples()[0].copy()
+    out = learner.process(x[:10], [None] * 10)
+    assert out.embeddings.shape == (10, 16)
+    assert all(p is not None for p in out.predictions) and out.correct == [None] * 10
+    np.testing.assert_array_equal(learner.memory.all_samples()[0], before)
+    assert learner.samples_seen == 74
+
+
+def test_learns_blobs_well_and_mixed_label_types():
+    learner = Learner(seed=0, **SMALL)
+    x, labels = blobs(600)
+    labels = [f"c{v}" if v % 2 else v for v in labels]
+    out = run(learner, x, labels)
+    acc = np.mean([c for r in out[-5:] for c in r.correct])
+    assert acc > 0.95
+    assert set(learner.classes) == {0, "c1", 2, "c3"}
+
+
+def test_same_seed_gives_identical_predictions_and_other_seed_differs():
+    x, labels = blobs(300)
+    a, b, c = (Learner(seed=s, **SMALL) for s in (7, 7, 8))
+    ra, rb, rc = run(a, x, labels), run(b, x, labels), run(c, x, labels)
+    assert [r.predictions for r in ra] == [r.predictions for r in rb]
+    np.testing.assert_array_equal(ra[-1].embeddings, rb[-1].embeddings)
+    assert not np.array_equal(ra[-1].embeddings, rc[-1].embeddings)
+
+
+def test_model_version_rises_with_meta_updates():
+    learner = Learner(seed=0, **SMALL)
+    x, labels = blobs(128)
+    out = run(learner, x, labels)
+    versions = [v for r in out for v in r.model_versions]
+    assert versions == sorted(versions) and versions[-1] > versions[0]
+    assert learner.meta_updates == 128 // 16
+
+
+def test_rejects_wrong_dimension_and_non_finite():
+    learner = Learner(n_features=8, seed=0, **SMALL)
+    with pytest.raises(ValueError, match="expected 8 features"):
+        learner.process(np.zeros((1, 3), np.float32), [1])
+    with pytest.raises(ValueError, match="finite"):
+        learner.process(np.full((1, 8), np.nan, np.float32), [1])
+    with pytest.raises(ValueError, match="labels"):
+        learner.process(np.zeros((2, 8), np.float32), [1])
+
+
+def _switch_stream(learner):
+    """Concept A (identity labels), then B (labels rotated): learn A, then switch."""
+    xa, la = blobs(1200, seed=1)
+    run(learner, xa, la)
+    good = learner._good
+    assert good is not None and learner.library.get(good.concept_id) is not None
+    xb, lb = blobs(400, seed=2, label_perm=[1, 2, 3, 0])
+    out = run(learner, xb, lb)
+    return good, out
+
+
+def test_repair_on_a_new_concept_reestimates_prototypes_and_keeps_the_encoder_and_library():
+    learner = Learner(seed=0, **SMALL)
+    good, out = _switch_stream(learner)
+    events = [e for e in learner.drift_events if e.action == "reestimate"]
+    assert events, [e.to_dict() for e in learner.drift_events]
+    assert any(d for r in out for d in r.drift)
+    # The known concept stays in the library; labels are kept; the new concept is learned quickly.
+    assert learner.library.get(good.concept_id) is not None
+    assert sorted(learner.classes) == [0, 1, 2, 3]
+    assert np.mean([c for r in out[-4:] for c in r.correct]) > 0.9
+    # Old prototypes were dropped: each class's prototype now sits at the centre of the class it names now.
+    xb, lb = blobs(200, seed=3, label_perm=[1, 2, 3, 0])
+    assert np.mean(np.array(learner.predict(xb)[0]) == np.array(lb)) > 0.95
+
+
+def test_a_recurring_concept_is_restored_not_relearned():
+    learner = Learner(seed=0, **SMALL)
+    good, _ = _switch_stream(learner)
+    xa, la = blobs(200, seed=4)
+    out = run(learner, xa, la)
+    restores = [e for e in learner.drift_events if e.action == f"restore:{good.concept_id}"]
+    assert restores, [e.to_dict() for e in learner.drift_events]
+    first_100 = [c for r in out for c in r.correct][:100]
+    assert np.mean(first_100) > 0.8
+    # The restored encoder is the stored concept's, not the one trained on concept B.
+    stored = learner.library.get(good.concept_id).encoder_state
+    assert set(stored) == set(learner.encoder.state_dict())
+
+
+def test_rollback_restores_the_last_good_snapshot():
+    learner = Learner(seed=0, **SMALL)
+    assert learner.rollback() is False
+    x, labels = blobs(1200)
+    run(learner, x, labels)
+    good_weights = {k: v.clone() for k, v in learner._good.encoder_state.items()}
+    with torch.no_grad():
+        for p in learner.encoder.parameters():
+            p.add_(1.0)
+    version = learner.model_version
+    assert learner.rollback() is True
+    assert learner.model_version == version + 1
+    for k, v in learner.encoder.state_dict().items():
+        torch.testing.assert_close(v, good_weights[k])
+
+
+def test_reset_forgets_everything_but_the_version_keeps_rising():
+    learner = Learner(seed=0, **SMALL)
+    x, labels = blobs(200)
+    run(learner, x, labels)
+    version = learner.model_version
+    learner.reset()
+    assert learner.classes == [] and learner.samples_seen == 0
+    assert learner.model_version == version + 1 and learner.n_features == 8

@@ -1,0 +1,118 @@
+"""Oracle and property tests for the model parts: standardiser, prototypes, memory, meta step."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamlearn.model import ClassMemory, ClassRegistry, Encoder, MetaStep, OnlineStandardizer, PrototypeHead, Teacher
+
+
+@given(st.integers(1, 5), st.integers(2, 40), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_standardizer_matches_batch_statistics(n_batches, batch, seed):
+    """While the exact phase lasts, the running statistics equal numpy's over everything seen."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(rng.uniform(-1e3, 1e3, 4), rng.uniform(0.1, 1e3, 4), size=(n_batches * batch, 4))
+    s = OnlineStandardizer(4)
+    for i in range(n_batches):
+        s.update(x[i * batch : (i + 1) * batch])
+        seen = x[: (i + 1) * batch]
+        np.testing.assert_allclose(s.mean, seen.mean(0), rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(s.var, seen.var(0), rtol=1e-6, atol=1e-6)
+
+
+def test_standardizer_clips_constant_feature_jumps():
+    s = OnlineStandardizer(2, clip=6.0)
+    s.update(np.array([[0.0, 1.0], [0.0, 3.0]] * 10))
+    assert s.transform(np.array([[5.0, 2.0]]))[0, 0] == 6.0
+
+
+@given(st.lists(st.floats(-100, 100), min_size=1, max_size=60))
+@settings(max_examples=40, deadline=None)
+def test_prototype_is_the_mean_until_min_rate_takes_over(values):
+    """With min_rate tiny the running prototype is exactly the mean of the class's embeddings."""
+    head = PrototypeHead(1, min_rate=1e-9)
+    for v in values:
+        head.update(0, np.array([v], dtype=np.float32))
+    assert head.prototypes(0)[0, 0] == pytest.approx(np.mean(values), rel=1e-4, abs=1e-3)
+
+
+def test_extra_prototypes_cover_a_two_cluster_class():
+    rng = np.random.default_rng(0)
+    head = PrototypeHead(2, per_class=2)
+    for _ in range(40):
+        head.update(0, rng.normal([0, 0], 0.1).astype(np.float32))
+    for _ in range(40):
+        head.update(0, rng.normal([10, 0], 0.1).astype(np.float32))
+    protos = head.prototypes(0)
+    assert len(protos) == 2
+    assert sorted(np.round(protos[:, 0])) == [0.0, 10.0]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(-5, 5)), max_size=200), st.integers(1, 8))
+@settings(max_examples=40, deadline=None)
+def test_memory_is_bounded_and_keeps_the_most_recent(items, per_class):
+    mem = ClassMemory(1, per_class)
+    for slot, v in items:
+        mem.add(slot, np.array([v], dtype=np.float32))
+    for slot in range(6):
+        expected = [v for s, v in items if s == slot][-per_class:]
+        np.testing.assert_allclose(mem.samples(slot)[:, 0], np.array(expected, dtype=np.float32))
+
+
+def test_registry_keeps_label_types_apart():
+    reg = ClassRegistry()
+    assert reg.slot_for(1)[0] != reg.slot_for("1")[0]
+    assert reg.labels() == [1, "1"]
+
+
+def _episode(seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (5, 16))
+    mem = ClassMemory(16, 20)
+    for c in range(5):
+        for _ in range(20):
+            mem.add(c, (centres[c] + rng.normal(0, 0.8, 16)).astype(np.float32))
+    return mem, rng
+
+
+def test_meta_step_lowers_the_episode_loss():
+    """A few ProtoNet steps on episodes from memory lower the loss on a fixed held-out episode."""
+    torch.manual_seed(0)
+    mem, rng = _episode()
+    encoder = Encoder(16, 32, 8)
+    step = MetaStep(encoder, lr=1e-2, distill_weight=0.0)
+    probe = mem.sample_episode(np.random.default_rng(99), 5, 5, 5)
+    before = step.step(probe, None)
+    for _ in range(30):
+        step.step(mem.sample_episode(rng, 5, 5, 5), None)
+    after_step = MetaStep(encoder, lr=1e-12, distill_weight=0.0)
+    assert after_step.step(probe, None) < 0.5 * before
+
+
+def test_distillation_pulls_towards_the_teacher():
+    """With only the distillation term weighted heavily, the student stays close to its teacher."""
+    torch.manual_seed(0)
+    mem, rng = _episode()
+    free, held = Encoder(16, 32, 8), Encoder(16, 32, 8)
+    held.load_state_dict(free.state_dict())
+    teacher = Teacher(held, 0)
+    x = torch.from_numpy(mem.all_samples()[0])
+    s_free, s_held = MetaStep(free, lr=1e-2, distill_weight=0.0), MetaStep(held, lr=1e-2, distill_weight=50.0)
+    for _ in range(20):
+        ep = mem.sample_episode(rng, 5, 5, 5)
+        s_free.step(ep, None)
+        s_held.step(ep, teacher)
+    with torch.no_grad():
+        drift_free = (free(x) - teacher.embed(x)).pow(2).mean()
+        drift_held = (held(x) - teacher.embed(x)).pow(2).mean()
+    assert drift_held < 0.5 * drift_free
+
+
+def test_meta_step_reports_a_numeric_fault():
+    encoder = Encoder(4, 8, 2)
+    step = MetaStep(encoder, distill_weight=0.0)
+    bad = np.full((2, 4), np.nan, dtype=np.float32)
+    assert step.step((bad, np.array([0, 1]), bad, np.array([0, 1])), None) is None
