@@ -1,0 +1,211 @@
+"""The ``streamlearn`` command: argument parsing, exit codes, and one-line error messages.
+
+Exit codes: 0 ok, 2 bad usage or configuration, 1 runtime failure. Errors are
+one line on stderr, never a traceback (tracebacks are logged at DEBUG).
+
+>>> main(["replay"])
+2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, NoReturn, Sequence
+
+from streamlearn import __version__
+from streamlearn.config import LOG_LEVELS, Settings, load_settings
+from streamlearn.errors import ConfigError, StreamlearnError, UsageError
+from streamlearn.logging_setup import configure_logging
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger(__name__)
+
+PROG = "streamlearn"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        """Turn argparse's complaint into a UsageError naming the subcommand."""
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line grammar (DESIGN.md §2)."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default=argparse.SUPPRESS,
+        help="log verbosity on stderr (default: log_level from the config, INFO)",
+    )
+    config = _Parser(add_help=False)
+    config.add_argument("--config", type=Path, metavar="FILE", help="YAML settings file (env vars still override it)")
+
+    parser = _Parser(prog=PROG, description="Online meta-learned feature extractor over Kafka streams.",
+                     parents=[common])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", parents=[common, config], help="run the daemon: consume, learn, publish, serve")
+    run.set_defaults(handler=_cmd_run)
+
+    rep = commands.add_parser("replay", parents=[common, config], help="run the learner offline over a JSONL file")
+    rep.add_argument("input", type=Path, metavar="FILE.jsonl")
+    rep.add_argument("--predictions", type=Path, metavar="OUT.jsonl", help="one prediction line per input line")
+    rep.add_argument("--report", type=Path, metavar="OUT.json", help="JSON summary of the run")
+    rep.add_argument("--save-model", type=Path, metavar="DIR", help="save the final model here")
+    rep.add_argument("--seed", type=_int_at_least(0), metavar="N", help="override learner.seed")
+    rep.set_defaults(handler=_cmd_replay)
+
+    emb = commands.add_parser("embed", parents=[common], help="embed a JSONL file with a saved model")
+    emb.add_argument("--model", type=Path, metavar="DIR", required=True, help="saved model or checkpoint directory")
+    emb.add_argument("input", type=Path, metavar="FILE.jsonl")
+    emb.add_argument("--output", type=Path, metavar="OUT.jsonl", help="write here instead of stdout")
+    emb.add_argument("--batch-size", type=_int_at_least(1), default=256, metavar="N", help="samples per batch")
+    emb.set_defaults(handler=_cmd_embed)
+
+    prod = commands.add_parser("produce", parents=[common, config], help="feed the samples topic")
+    prod.add_argument("input", type=Path, metavar="FILE.jsonl", nargs="?", help="JSONL file to send")
+    prod.add_argument("--demo", action="store_true", help="send the built-in demo stream instead of a file")
+    prod.add_argument("--rate", type=_positive_float, metavar="N",
+                      help="samples per second (default: as fast as possible)")
+    prod.add_argument("--count", type=_int_at_least(1), metavar="N", help="stop after N samples")
+    prod.set_defaults(handler=_cmd_produce)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Load settings and apply the config's log level unless --log-level was given."""
+    settings = load_settings(getattr(args, "config", None))
+    if not hasattr(args, "log_level"):
+        configure_logging(settings.log_level)
+    return settings
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise UsageError(f"{what} {path} does not exist or is not a file")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from streamlearn.service import run_daemon
+
+    return int(run_daemon(settings))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    _require_file(args.input, "input file")
+    settings = _settings(args)
+    if args.seed is not None:
+        settings = settings.model_copy(update={"learner": settings.learner.model_copy(update={"seed": args.seed})})
+    from streamlearn.replay import replay
+
+    report = replay(args.input, settings, predictions=args.predictions, report=args.report,
+                    save_model=args.save_model)
+    invalid = sum(report.invalid.values())
+    accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.4f}"
+    print(
+        f"replayed {report.samples} lines ({report.valid} valid, {invalid} invalid): "
+        f"accuracy {accuracy}, drift events {report.drift_events['count']}, model_version {report.model_version}, "
+        f"{report.throughput_samples_per_s:.0f} samples/s"
+    )
+    for label, path in (("predictions", args.predictions), ("report", args.report), ("model", args.save_model)):
+        if path is not None:
+            print(f"{label}: {path}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    _require_file(args.input, "input file")
+    if not args.model.exists():
+        raise UsageError(f"model {args.model} does not exist")
+    from streamlearn.embed import embed_file
+
+    settings = _settings(args)  # no --config for embed, but env vars (e.g. the size limit) still apply
+    kwargs = {"batch_size": args.batch_size, "max_bytes": settings.kafka.max_message_bytes}
+    if args.output is None:
+        embed_file(args.model, args.input, sys.stdout, **kwargs)
+        sys.stdout.flush()
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w", encoding="utf-8") as out:
+        summary = embed_file(args.model, args.input, out, **kwargs)
+    print(f"embedded {summary.embedded} of {summary.lines} lines with model_version {summary.model_version} "
+          f"-> {args.output}", file=sys.stderr)
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    if (args.input is None) == (not args.demo):
+        raise UsageError("produce: give either FILE.jsonl or --demo (exactly one)")
+    if args.input is not None:
+        _require_file(args.input, "input file")
+    settings = _settings(args)
+    from streamlearn.produce import produce_main
+
+    return int(produce_main(settings, args.input, args.demo, args.rate, args.count))
+
+
+def _fail(message: str, code: int) -> int:
+    """Write one error line (never more) to stderr and return the exit code."""
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamlearn`` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        configure_logging(getattr(args, "log_level", "INFO"))
+        return args.handler(args)
+    except UsageError as exc:
+        return _fail(str(exc), 2)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}", 2)
+    except StreamlearnError as exc:
+        logger.debug("command failed", exc_info=True)
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader of our stdout went away (e.g. `| head`); silence the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        logger.debug("command failed", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(f"{where}{exc.strerror or exc}", 1)
+    except Exception as exc:  # a bug or a library failure: one line for the user, the traceback at DEBUG
+        logger.debug("unexpected error", exc_info=True)
+        return _fail(f"unexpected {exc.__class__.__name__}: {exc} (rerun with --log-level DEBUG for details)", 1)

@@ -1,0 +1,220 @@
+"""Settings for every part of streamlearn: one frozen model, loaded from YAML and overridden by env vars.
+
+Precedence, highest first: environment variables (``STREAMLEARN_…``, nested
+with ``__``, e.g. ``STREAMLEARN_LEARNER__LR=0.01``), then the YAML file, then
+the defaults below (documented in ``config/default.yaml``). Secrets are
+``SecretStr`` and render as ``**********``.
+
+>>> s = load_settings()
+>>> s.kafka.bootstrap_servers, s.api.port, s.learner.batch_size
+('127.0.0.1:9092', 8080, 256)
+>>> s.api.admin_token is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
+
+from streamlearn.errors import ConfigError
+
+__all__ = [
+    "KafkaSettings",
+    "ApiSettings",
+    "CheckpointSettings",
+    "LearnerSettings",
+    "Settings",
+    "load_settings",
+]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _reject_bool(value: Any) -> Any:
+    # pydantic's lax mode would turn `true` into 1; a boolean where a number is
+    # expected is almost always a mistake in a config file.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+_NoBool = BeforeValidator(_reject_bool)
+PositiveInt = Annotated[int, Field(ge=1), _NoBool]
+NonNegativeInt = Annotated[int, Field(ge=0), _NoBool]
+Port = Annotated[int, Field(ge=1, le=65535), _NoBool]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class _Section(BaseModel):
+    """Base of every settings section: immutable, and unknown keys are errors (catches typos)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where the broker is and which topics the service reads and writes."""
+
+    bootstrap_servers: NonEmptyStr = "127.0.0.1:9092"
+    samples_topic: NonEmptyStr = "streamlearn.samples"
+    embeddings_topic: NonEmptyStr = "streamlearn.embeddings"
+    dead_letter_topic: NonEmptyStr = "streamlearn.dead-letter"
+    group_id: NonEmptyStr = "streamlearn"
+    partitions: PositiveInt = 1
+    replication_factor: PositiveInt = 1
+    poll_max_records: PositiveInt = 500
+    poll_timeout_ms: NonNegativeInt = 200
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: NonEmptyStr | None = None
+    sasl_username: NonEmptyStr | None = None
+    sasl_password: SecretStr | None = None
+    max_message_bytes: PositiveInt = 1_000_000
+
+
+class ApiSettings(_Section):
+    """The HTTP API (and /metrics) endpoint; admin endpoints are off unless a token is set."""
+
+    host: NonEmptyStr = "127.0.0.1"
+    port: Port = 8080
+    admin_token: SecretStr | None = None
+    enabled: bool = True
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty (leave it unset to turn admin endpoints off)")
+        return value
+
+
+class CheckpointSettings(_Section):
+    """Where and how often the learner is checkpointed, and how many checkpoints are kept."""
+
+    dir: Path = Path("./checkpoints")
+    every_samples: PositiveInt = 5000
+    every_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
+    keep: PositiveInt = 3
+
+
+class LearnerSettings(_Section):
+    """Hyperparameters of the online meta-learner (see streamlearn.learner.Learner)."""
+
+    seed: NonNegativeInt = 0
+    n_features: PositiveInt | None = None
+    embedding_dim: PositiveInt = 64
+    hidden_dim: PositiveInt = 256
+    lr: float = Field(0.001, gt=0, allow_inf_nan=False)
+    meta_every: PositiveInt = 32
+    episode_ways: PositiveInt = 5
+    episode_shots: PositiveInt = 4
+    episode_queries: PositiveInt = 4
+    memory_per_class: PositiveInt = 64
+    max_classes: PositiveInt = 1000
+    prototypes_per_class: PositiveInt = 1
+    distill_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
+    drift_delta: float = Field(0.002, gt=0, lt=1, allow_inf_nan=False)
+    concept_library_size: NonNegativeInt = 8
+    batch_size: PositiveInt = 256
+
+
+class Settings(BaseSettings):
+    """All of streamlearn's configuration; build it with load_settings()."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMLEARN_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    api: ApiSettings = ApiSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    learner: LearnerSettings = LearnerSettings()
+    log_level: str = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: Any) -> str:
+        level = str(value).upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return level
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, so env vars win over the YAML values load_settings passes as arguments."""
+        return (env_settings, init_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML config file into a mapping, or raise ConfigError naming the file."""
+    field = f"config file {path}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(field, "does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(field, f"cannot be read ({exc.__class__.__name__}: {exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ConfigError(field, f"is not valid YAML{at}: {problem}") from exc
+    if data is None:  # an empty file (or only comments) means "all defaults"
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(field, f"must be a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    """Turn one pydantic error into (dotted field, reason)."""
+    field = ".".join(str(part) for part in error.get("loc", ())) or "settings"
+    reason = error.get("msg", "invalid value")
+    if error.get("type") == "extra_forbidden":
+        reason = "unknown setting"
+    elif "input" in error and not isinstance(error["input"], dict) and not _is_secret(field):
+        reason = f"{reason} (got {error['input']!r})"
+    return field, reason
+
+
+def _is_secret(field: str) -> bool:
+    """True for fields whose value must never appear in a message (passwords, tokens)."""
+    return any(word in field for word in ("password", "token", "secret"))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load settings from an optional YAML file plus STREAMLEARN_* env vars; raise ConfigError if invalid.
+
+    >>> load_settings(None).learner.lr
+    0.001
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        field, reason = _describe(errors[0])
+        if len(errors) > 1:
+            reason = f"{reason} (and {len(errors) - 1} more invalid setting(s))"
+        raise ConfigError(field, reason) from exc
+    except SettingsError as exc:
+        # Raised when an env var holding a whole section (e.g. STREAMLEARN_KAFKA) is not valid JSON.
+        match = re.search(r'field "([^"]+)"', str(exc))
+        field = match.group(1) if match else "environment"
+        raise ConfigError(field, f"cannot parse the environment value ({exc})") from exc

@@ -1,0 +1,1 @@
+"""streamlearn test suite (a package, so shared helpers import as tests.conftest)."""

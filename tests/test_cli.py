@@ -1,0 +1,196 @@
+"""The command line: replay/embed output contracts, report contents, and exit codes without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from .conftest import INVALID_LINES, N_FEATURES
+from streamlearn.cli import main
+from streamlearn.config import Settings
+from streamlearn.replay import replay
+
+REPORT_KEYS = {
+    "samples", "valid", "invalid", "labeled", "accuracy", "drift_events", "throughput_samples_per_s",
+    "wall_time_s", "model_version", "classes", "n_features", "seed",
+}
+INVALID_BY_LINE = {raw: reason for raw, reason in INVALID_LINES}
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def expected_row(number: int, raw: str) -> dict[str, Any] | None:
+    """The input row a valid line holds, or None for one of the injected invalid lines."""
+    return None if raw in INVALID_BY_LINE else json.loads(raw)
+
+
+def one_line(text: str) -> bool:
+    return text.count("\n") == 1 and "Traceback" not in text and "usage:" not in text
+
+
+def test_replay_predictions_match_the_contract_line_by_line(
+    stream_lines: list[str], write_jsonl, small_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_jsonl(stream_lines)
+    preds, report_path = tmp_path / "out" / "preds.jsonl", tmp_path / "out" / "report.json"
+    code = main(["replay", str(data), "--config", str(small_config), "--predictions", str(preds),
+                 "--report", str(report_path)])
+    assert code == 0, capsys.readouterr().err
+    assert "replayed" in capsys.readouterr().out
+
+    rows = read_jsonl(preds)
+    assert len(rows) == len(stream_lines)
+    last_version = -1
+    for number, (raw, out) in enumerate(zip(stream_lines, rows), start=1):
+        given = expected_row(number, raw)
+        if given is None:
+            assert set(out) == {"id", "prediction", "label", "model_version", "error", "detail"}
+            assert out["error"] == INVALID_BY_LINE[raw] and out["detail"]
+            assert out["prediction"] is None and out["label"] is None
+            own_id = "bad-dim" if "bad-dim" in raw else None
+            assert out["id"] == (own_id or str(number))
+        else:
+            assert set(out) == {"id", "prediction", "label", "model_version"}
+            assert out["id"] == given.get("id", str(number))
+            assert out["label"] == given.get("label")
+            assert type(out["label"]) is type(given.get("label"))  # 2 stays an int, "a" a string
+        assert isinstance(out["model_version"], int) and out["model_version"] >= last_version
+        last_version = out["model_version"]
+
+    report = json.loads(report_path.read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["samples"] == len(stream_lines)
+    assert report["valid"] == len(stream_lines) - len(INVALID_LINES)
+    assert report["invalid"] == dict(Counter(INVALID_BY_LINE[r] for r, _ in INVALID_LINES))
+    labeled = [r for r in rows if "error" not in r and r["label"] is not None]
+    assert report["labeled"] == len(labeled)
+    # Prequential accuracy is exactly what the predictions file shows.
+    hits = sum(r["prediction"] == r["label"] and type(r["prediction"]) is type(r["label"]) for r in labeled)
+    assert report["accuracy"] == pytest.approx(hits / len(labeled))
+    assert report["accuracy"] > 0.8  # three well-separated blobs: the learner must get most of them
+    assert set(map(json.dumps, report["classes"])) == {'"a"', '"b"', "2"}
+    assert report["n_features"] == N_FEATURES and report["seed"] == 0
+    assert report["drift_events"]["count"] == len(report["drift_events"]["events"])
+    assert report["wall_time_s"] > 0 and report["throughput_samples_per_s"] > 0
+    assert report["model_version"] == rows[-1]["model_version"] or report["model_version"] > last_version
+
+
+def test_replay_is_deterministic_for_a_seed(stream_lines: list[str], write_jsonl, small_settings: Settings,
+                                             tmp_path: Path) -> None:
+    data = write_jsonl(stream_lines[:120])
+    first, second = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    replay(data, small_settings, predictions=first, progress=False)
+    replay(data, small_settings, predictions=second, progress=False)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_cli_seed_overrides_the_config(stream_lines: list[str], write_jsonl, small_config: Path,
+                                       tmp_path: Path) -> None:
+    data, report = write_jsonl(stream_lines[:40]), tmp_path / "r.json"
+    assert main(["replay", str(data), "--config", str(small_config), "--seed", "7", "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["seed"] == 7
+
+
+def test_replay_of_only_invalid_lines_reports_them(write_jsonl, small_settings: Settings, tmp_path: Path) -> None:
+    data = write_jsonl(["nope", "[]", ""])
+    result = replay(data, small_settings, predictions=tmp_path / "p.jsonl", progress=False)
+    assert (result.samples, result.valid, result.accuracy) == (3, 0, None)
+    assert result.invalid == {"not_json": 2, "not_object": 1}
+    assert [r["id"] for r in read_jsonl(tmp_path / "p.jsonl")] == ["1", "2", "3"]
+
+
+def test_saved_model_embeds_like_the_learner(stream_lines: list[str], write_jsonl, small_settings: Settings,
+                                             small_config: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from streamlearn.learner import Learner
+
+    data = write_jsonl(stream_lines)
+    learner = Learner.from_settings(small_settings.learner)
+    replay(data, small_settings, save_model=tmp_path / "model", learner=learner, progress=False)
+
+    out = tmp_path / "emb.jsonl"
+    assert main(["embed", "--model", str(tmp_path / "model"), str(data), "--output", str(out)]) == 0
+    rows = read_jsonl(out)
+    assert len(rows) == len(stream_lines)
+    valid = [(n, json.loads(raw)) for n, raw in enumerate(stream_lines, 1) if expected_row(n, raw) is not None]
+    expected = learner.embed(np.array([row["features"] for _, row in valid], dtype=np.float32))
+    got = np.array([rows[n - 1]["embedding"] for n, _ in valid], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for n, row in valid:
+        assert rows[n - 1]["id"] == row.get("id", str(n))
+        assert rows[n - 1]["model_version"] == learner.model_version
+    for n, raw in enumerate(stream_lines, 1):
+        if raw in INVALID_BY_LINE:
+            assert rows[n - 1]["embedding"] is None and rows[n - 1]["error"] == INVALID_BY_LINE[raw]
+
+    capsys.readouterr()
+    assert main(["embed", "--model", str(tmp_path / "model"), str(data)]) == 0  # to stdout
+    assert capsys.readouterr().out.splitlines() == out.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["replay"],
+        ["replay", "x.jsonl", "--bogus"],
+        ["replay", "x.jsonl", "--seed", "-1"],
+        ["replay", "x.jsonl", "--seed", "abc"],
+        ["embed", "x.jsonl"],
+        ["produce"],
+        ["produce", "x.jsonl", "--demo"],
+        ["produce", "--demo", "--rate", "0"],
+        ["produce", "--demo", "--count", "0"],
+    ],
+)
+def test_bad_usage_exits_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert one_line(captured.err) and captured.err.startswith("streamlearn: error:")
+    assert captured.out == ""
+
+
+def test_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "missing.jsonl" in err
+    assert main(["embed", "--model", str(tmp_path), str(tmp_path / "missing.jsonl")]) == 2
+    assert one_line(capsys.readouterr().err)
+
+
+def test_unloadable_model_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(['{"features": [1, 2]}'])
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    assert main(["embed", "--model", str(empty), str(data)]) == 1
+    assert one_line(capsys.readouterr().err)
+
+
+def test_unwritable_output_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(['{"features": [1, 2]}'])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["replay", str(data), "--predictions", str(blocker / "preds.jsonl")]) == 1
+    assert one_line(capsys.readouterr().err)
+
+
+def test_real_process_never_prints_a_traceback(tmp_path: Path) -> None:
+    """The installed entry point: exit 2 for usage, 1 for runtime failures, one stderr line each."""
+    usage = subprocess.run([sys.executable, "-m", "streamlearn", "replay", str(tmp_path / "no.jsonl")],
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and one_line(usage.stderr), usage.stderr
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"features": [1]}\n')
+    runtime = subprocess.run([sys.executable, "-m", "streamlearn", "embed", "--model", str(tmp_path), str(data)],
+                             capture_output=True, text=True, timeout=120)
+    assert runtime.returncode == 1 and one_line(runtime.stderr), runtime.stderr
