@@ -179,8 +179,8 @@ def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint in {directory}: {exc}") from exc
     _prune(directory, keep)
-    logger.info("checkpoint saved path=%s model_version=%d seconds=%.3f", final, learner.model_version,
-                time.perf_counter() - started)
+    logger.info("checkpoint saved", extra={"path": str(final), "model_version": learner.model_version,
+                                           "seconds": round(time.perf_counter() - started, 3)})
     return final / MODEL_FILE
 
 

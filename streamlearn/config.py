@@ -107,12 +107,12 @@ class LearnerSettings(_Section):
     seed: NonNegativeInt = 0
     n_features: PositiveInt | None = None
     embedding_dim: PositiveInt = 64
-    hidden_dim: PositiveInt = 256
+    hidden_dim: PositiveInt = 128
     lr: float = Field(0.001, gt=0, allow_inf_nan=False)
-    meta_every: PositiveInt = 32
-    episode_ways: PositiveInt = 5
-    episode_shots: PositiveInt = 4
-    episode_queries: PositiveInt = 4
+    meta_every: PositiveInt = 16
+    episode_ways: PositiveInt = 10
+    episode_shots: PositiveInt = 16
+    episode_queries: PositiveInt = 16
     memory_per_class: PositiveInt = 64
     max_classes: PositiveInt = 1000
     prototypes_per_class: PositiveInt = 1

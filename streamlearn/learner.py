@@ -65,12 +65,12 @@ class Learner:
         n_features: int | None = None,
         *,
         embedding_dim: int = 64,
-        hidden_dim: int = 256,
+        hidden_dim: int = 128,
         lr: float = 1e-3,
-        meta_every: int = 32,
-        episode_ways: int = 5,
-        episode_shots: int = 4,
-        episode_queries: int = 4,
+        meta_every: int = 16,
+        episode_ways: int = 10,
+        episode_shots: int = 16,
+        episode_queries: int = 16,
         memory_per_class: int = 64,
         max_classes: int = 1000,
         prototypes_per_class: int = 1,
@@ -288,14 +288,14 @@ class Learner:
             self.head.refit(int(slot), z[slots == slot])
 
     def _numeric_fault(self) -> None:
-        logger.error("numeric fault in the meta step: rolling back model_version=%d", self.model_version)
+        logger.error("numeric fault in the meta step: rolling back", extra={"model_version": self.model_version})
         self._record("numeric_fault", "rollback" if self.rollback() else "skip")
 
     def _record(self, detector: str, action: str) -> None:
         event = DriftEvent(detector, self.samples_seen, self.model_version, time.time(), action)
         self.drift_events.append(event)
-        logger.info("drift detector=%s action=%s sample=%d model_version=%d", detector, action,
-                    self.samples_seen, self.model_version)
+        logger.info("drift detected", extra={"detector": detector, "action": action,
+                                             "sample": self.samples_seen, "model_version": self.model_version})
 
     # --------------------------------------------------------------- repair
     def _maybe_snapshot(self) -> None:
@@ -326,7 +326,8 @@ class Learner:
             head.load_state(concept.head_state)
             scores[f"restore:{concept.concept_id}"] = prequential_accuracy(concept.encoder(self.encoder), head, wx, wy)
         action = choose_repair(scores)
-        logger.info("repair window=%d scores=%s -> %s", k, {a: round(s, 3) for a, s in scores.items()}, action)
+        logger.info("repair chosen", extra={"window": k, "action": action,
+                                            "scores": {a: round(v, 3) for a, v in scores.items()}})
         self._since_drift = 0
         self._recheck_in = 0
         if action == "keep":

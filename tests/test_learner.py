@@ -156,3 +156,18 @@ def test_reset_forgets_everything_but_the_version_keeps_rising():
     learner.reset()
     assert learner.classes == [] and learner.samples_seen == 0
     assert learner.model_version == version + 1 and learner.n_features == 8
+
+
+def test_configured_defaults_are_the_learner_defaults():
+    """config/default.yaml, LearnerSettings and Learner agree, so documentation never lies."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from streamlearn.config import LearnerSettings
+
+    documented = yaml.safe_load((Path(__file__).parents[1] / "config" / "default.yaml").read_text())["learner"]
+    settings = LearnerSettings()
+    for name, param in inspect.signature(Learner).parameters.items():
+        assert getattr(settings, name) == param.default == documented[name], name

@@ -73,7 +73,7 @@ class MetaStep:
             loss = loss + self.distill_weight * distillation_loss(z, teacher.embed(x))
         value = float(loss.detach())
         if not np.isfinite(value):
-            logger.warning("meta step skipped: non-finite loss=%s", value)
+            logger.warning("meta step skipped: non-finite loss", extra={"loss": value})
             self.optimizer.zero_grad(set_to_none=True)
             return None
         self.optimizer.zero_grad(set_to_none=True)
