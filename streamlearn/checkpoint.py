@@ -58,6 +58,7 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     if learner.n_features is None:
         raise CheckpointError("nothing to save: the learner has not seen a sample yet")
     arrays = _encoder_arrays("encoder", learner.encoder.state_dict())
+    arrays.update(_encoder_arrays("initial", learner._initial))
     arrays.update({f"normalizer.{k}": v for k, v in learner.normalizer.state().items()})
     arrays.update({f"head.{k}": v for k, v in learner.head.state().items()})
     arrays.update({f"memory.{k}": v for k, v in learner.memory.state().items()})
@@ -112,6 +113,8 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
         raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     learner = Learner(meta["n_features"], **meta["hyperparameters"])
     learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "encoder").items()})
+    learner._initial = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "initial").items()}
+    learner.meta = learner._meta_step()
     learner.normalizer.load_state(_part(arrays, "normalizer"))
     learner.head = PrototypeHead(learner.embedding_dim, per_class=learner.prototypes_per_class)
     learner.head.load_state(_part(arrays, "head"))

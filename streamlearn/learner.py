@@ -75,6 +75,7 @@ class Learner:
         max_classes: int = 1000,
         prototypes_per_class: int = 1,
         distill_weight: float = 1.0,
+        anchor_weight: float = 0.01,
         drift_delta: float = 0.002,
         concept_library_size: int = 8,
         seed: int = 0,
@@ -96,6 +97,7 @@ class Learner:
         self.max_classes = max_classes
         self.prototypes_per_class = prototypes_per_class
         self.distill_weight = distill_weight
+        self.anchor_weight = anchor_weight
         self.drift_delta = drift_delta
         self.concept_library_size = concept_library_size
         self.seed = seed
@@ -146,9 +148,14 @@ class Learner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
             self.encoder = Encoder(n_features, self.hidden_dim, self.embedding_dim).eval()
+        self._initial = {k: v.detach().clone() for k, v in self.encoder.state_dict().items()}
         self.normalizer = OnlineStandardizer(n_features)
         self.memory = ClassMemory(n_features, self.memory_per_class)
-        self.meta = MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight)
+        self.meta = self._meta_step()
+
+    def _meta_step(self) -> MetaStep:
+        return MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight,
+                        anchor_weight=self.anchor_weight, anchor=self._initial)
 
     @property
     def n_features(self) -> int | None:
@@ -368,7 +375,7 @@ class Learner:
         self.encoder.load_state_dict(concept.encoder_state)
         self.head.load_state(concept.head_state)
         self.memory.load_state(concept.memory_state)
-        self.meta = MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight)
+        self.meta = self._meta_step()
         self._concept_id = concept.concept_id
         self._plastic_left = 0
         self.library.touch(concept.concept_id)

@@ -116,3 +116,22 @@ def test_meta_step_reports_a_numeric_fault():
     step = MetaStep(encoder, distill_weight=0.0)
     bad = np.full((2, 4), np.nan, dtype=np.float32)
     assert step.step((bad, np.array([0, 1]), bad, np.array([0, 1])), None) is None
+
+
+def test_anchor_keeps_weights_near_their_initial_values():
+    torch.manual_seed(0)
+    mem, rng = _episode()
+    free, anchored = Encoder(16, 32, 8), Encoder(16, 32, 8)
+    anchored.load_state_dict(free.state_dict())
+    initial = {k: v.clone() for k, v in free.state_dict().items()}
+    s_free = MetaStep(free, lr=1e-2, distill_weight=0.0)
+    s_anch = MetaStep(anchored, lr=1e-2, distill_weight=0.0, anchor_weight=1.0, anchor=initial)
+    for _ in range(30):
+        ep = mem.sample_episode(rng, 5, 5, 5)
+        s_free.step(ep, None)
+        s_anch.step(ep, None)
+
+    def moved(enc):
+        return sum(float((p - initial[n]).pow(2).sum()) for n, p in enc.named_parameters())
+
+    assert moved(anchored) < 0.5 * moved(free)

@@ -38,12 +38,25 @@ class MetaStep:
     distillation term keeps the encoder close to a teacher on the classes it replays.
     """
 
-    def __init__(self, encoder: nn.Module, lr: float = 1e-3, distill_weight: float = 1.0, max_grad_norm: float = 5.0):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        lr: float = 1e-3,
+        distill_weight: float = 1.0,
+        anchor_weight: float = 0.0,
+        anchor: dict[str, torch.Tensor] | None = None,
+        max_grad_norm: float = 5.0,
+    ):
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if distill_weight < 0:
             raise ValueError(f"distill_weight must be >= 0, got {distill_weight}")
         self.encoder = encoder
+        self.anchor_weight = anchor_weight
+        # L2 towards the initial weights ("L2 Init", Kumar et al. 2023): keeps the encoder plastic
+        # and its features general, so embeddings stay useful for classes it has not seen.
+        source = anchor if anchor is not None else encoder.state_dict()
+        self._anchor = [(p, source[name].detach().clone()) for name, p in encoder.named_parameters()] if anchor_weight > 0 else None
         self.lr = lr
         self.distill_weight = distill_weight
         self.max_grad_norm = max_grad_norm
@@ -71,6 +84,9 @@ class MetaStep:
         loss = protonet_loss(z[:n_s], torch.from_numpy(sy), z[n_s:], torch.from_numpy(qy), ways)
         if teacher is not None and self.distill_weight > 0:
             loss = loss + self.distill_weight * distillation_loss(z, teacher.embed(x))
+        if self._anchor is not None:
+            drift = sum((p - a).pow(2).sum() for p, a in self._anchor)
+            loss = loss + self.anchor_weight * drift
         value = float(loss.detach())
         if not np.isfinite(value):
             logger.warning("meta step skipped: non-finite loss", extra={"loss": value})
