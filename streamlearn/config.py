@@ -111,8 +111,8 @@ class LearnerSettings(_Section):
     lr: float = Field(0.001, gt=0, allow_inf_nan=False)
     meta_every: PositiveInt = 16
     episode_ways: PositiveInt = 10
-    episode_shots: PositiveInt = 16
-    episode_queries: PositiveInt = 16
+    episode_shots: PositiveInt = 8
+    episode_queries: PositiveInt = 8
     memory_per_class: PositiveInt = 64
     max_classes: PositiveInt = 1000
     prototypes_per_class: PositiveInt = 1
