@@ -1,0 +1,58 @@
+"""Write the demo stream to a JSONL file: ``python -m streamlearn.streams OUT.jsonl [--n N] [--seed S]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from streamlearn.streams.demo import DEMO_SIZE, demo_stream
+from streamlearn.streams.jsonl import write_jsonl
+
+__all__ = ["main"]
+
+logger = logging.getLogger("streamlearn.streams")
+
+
+class _UsageError(Exception):
+    """Bad command line; reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit itself
+        raise _UsageError(message)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, write the demo stream, and return the exit status (0, 1 or 2)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    parser = _Parser(prog="python -m streamlearn.streams", description="Write the demo sample stream as JSONL.")
+    parser.add_argument("output", help="JSONL file to write")
+    parser.add_argument("--n", type=_non_negative, default=DEMO_SIZE, help="number of samples (default %(default)s)")
+    parser.add_argument("--seed", type=_non_negative, default=0, help="random seed (default %(default)s)")
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        logger.error("usage: %s", exc)
+        return 2
+    try:
+        write_jsonl(demo_stream(args.n, args.seed), args.output)
+    except OSError as exc:
+        logger.error("cannot write %s: %s", args.output, exc.strerror or exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
