@@ -236,7 +236,7 @@ class Learner:
             if evicted is not None:
                 self.head.clear(y)
                 self.memory.clear(y)
-            self.head.update(y, z[i])
+            self.head.update(y, z[i], missed=not ok)
             self.memory.add(y, x[i])
             self._recent.append((x[i], y, ok))
             self.labeled_seen += 1

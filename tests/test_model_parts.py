@@ -40,12 +40,16 @@ def test_prototype_is_the_mean_until_min_rate_takes_over(values):
 
 
 def test_extra_prototypes_cover_a_two_cluster_class():
+    """Class 0 has two clusters with class 1 between them: a miss grows a second prototype."""
     rng = np.random.default_rng(0)
     head = PrototypeHead(2, per_class=2)
+    head.update(1, np.array([5.0, 0.0], dtype=np.float32))
     for _ in range(40):
         head.update(0, rng.normal([0, 0], 0.1).astype(np.float32))
     for _ in range(40):
-        head.update(0, rng.normal([10, 0], 0.1).astype(np.float32))
+        z = rng.normal([10, 0], 0.1).astype(np.float32)
+        head.update(0, z, missed=head.nearest(z)[0] != 0)
+    assert head.nearest(np.array([9.5, 0.0]))[0] == 0
     protos = head.prototypes(0)
     assert len(protos) == 2
     assert sorted(np.round(protos[:, 0])) == [0.0, 10.0]

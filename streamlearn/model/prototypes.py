@@ -13,8 +13,9 @@ class PrototypeHead:
     A new class is usable after a single labeled example (its first embedding *is* its
     prototype). Each prototype is a running mean whose update rate never falls below
     ``min_rate``, so it keeps following a class that moves. With ``per_class > 1`` a class
-    may grow extra prototypes (online k-means) for samples far from the ones it has, which
-    covers classes made of several clusters.
+    may grow extra prototypes where its existing ones let a sample be misclassified (as in
+    IB2/LVQ), which covers classes made of several clusters; re-estimation after the encoder
+    moved runs a few k-means steps per class.
 
     >>> head = PrototypeHead(embedding_dim=2)
     >>> head.update(0, np.array([0.0, 0.0])); head.update(1, np.array([4.0, 0.0]))
@@ -25,7 +26,7 @@ class PrototypeHead:
     [[1.0, 0.0]]
     """
 
-    def __init__(self, embedding_dim: int, per_class: int = 1, min_rate: float = 0.02, spawn_factor: float = 9.0):
+    def __init__(self, embedding_dim: int, per_class: int = 1, min_rate: float = 0.02, spawn_after: int = 10):
         if per_class < 1:
             raise ValueError(f"per_class must be >= 1, got {per_class}")
         if not 0.0 < min_rate <= 1.0:
@@ -33,14 +34,13 @@ class PrototypeHead:
         self.embedding_dim = embedding_dim
         self.per_class = per_class
         self.min_rate = min_rate
-        self.spawn_factor = spawn_factor
+        self.spawn_after = spawn_after
         self._reset()
 
     def _reset(self) -> None:
         self._protos = np.zeros((0, self.per_class, self.embedding_dim), dtype=np.float32)
         self._counts = np.zeros((0, self.per_class), dtype=np.float64)
         self._active = np.zeros((0, self.per_class), dtype=bool)
-        self._spread = np.zeros(0, dtype=np.float64)
 
     def _ensure(self, slot: int) -> None:
         n = self._protos.shape[0]
@@ -51,7 +51,6 @@ class PrototypeHead:
         self._protos = np.concatenate([self._protos, np.zeros((pad, self.per_class, self.embedding_dim), np.float32)])
         self._counts = np.concatenate([self._counts, np.zeros((pad, self.per_class))])
         self._active = np.concatenate([self._active, np.zeros((pad, self.per_class), bool)])
-        self._spread = np.concatenate([self._spread, np.zeros(pad)])
 
     @property
     def has_classes(self) -> bool:
@@ -76,8 +75,13 @@ class PrototypeHead:
         slot = int(np.argmin(d))
         return slot, float(d[slot]), d
 
-    def update(self, slot: int, z: np.ndarray) -> None:
-        """Move the class's closest prototype towards ``z`` (or start a new one)."""
+    def update(self, slot: int, z: np.ndarray, missed: bool = False) -> None:
+        """Move the class's closest prototype towards ``z``, or start a new one.
+
+        ``missed`` says the head had just predicted another class for ``z``: an established
+        class with room for more prototypes then gets a new one at ``z`` (the class has a
+        part its prototypes do not cover) instead of dragging an existing one off its cluster.
+        """
         self._ensure(slot)
         active = self._active[slot]
         if not active.any():
@@ -88,11 +92,7 @@ class PrototypeHead:
         diff = self._protos[slot] - z
         d = np.where(active, (diff * diff).sum(1), np.inf)
         j = int(np.argmin(d))
-        if (
-            not active.all()
-            and self._counts[slot, j] >= 10
-            and d[j] > self.spawn_factor * max(self._spread[slot], 1e-12)
-        ):
+        if missed and not active.all() and self._counts[slot].sum() >= self.spawn_after:
             j = int(np.argmin(active))
             self._protos[slot, j] = z
             self._counts[slot, j] = 1.0
@@ -101,8 +101,6 @@ class PrototypeHead:
         self._counts[slot, j] += 1.0
         rate = max(1.0 / self._counts[slot, j], self.min_rate)
         self._protos[slot, j] += rate * (z - self._protos[slot, j])
-        spread_rate = max(1.0 / self._counts[slot].sum(), self.min_rate)
-        self._spread[slot] += spread_rate * (float(d[j]) - self._spread[slot])
 
     def refit(self, slot: int, z: np.ndarray, iterations: int = 3) -> None:
         """Re-estimate a class's prototypes from its embeddings ``z`` (m, e), e.g. after the encoder changed."""
@@ -126,15 +124,12 @@ class PrototypeHead:
         self._active[slot, :k] = True
         for j in range(k):
             self._counts[slot, j] = max(1.0, float((assign == j).sum()))
-        d = ((z - centres[assign]) ** 2).sum(1)
-        self._spread[slot] = float(d.mean())
 
     def clear(self, slot: int) -> None:
         """Forget a class's prototypes."""
         if slot < self._protos.shape[0]:
             self._active[slot] = False
             self._counts[slot] = 0.0
-            self._spread[slot] = 0.0
 
     def prototypes(self, slot: int) -> np.ndarray:
         """The active prototypes of ``slot`` (k, e)."""
@@ -146,7 +141,6 @@ class PrototypeHead:
             "protos": self._protos.copy(),
             "counts": self._counts.copy(),
             "active": self._active.astype(np.uint8),
-            "spread": self._spread.copy(),
         }
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -154,4 +148,3 @@ class PrototypeHead:
         self._protos = np.asarray(state["protos"], dtype=np.float32).copy()
         self._counts = np.asarray(state["counts"], dtype=np.float64).copy()
         self._active = np.asarray(state["active"]).astype(bool)
-        self._spread = np.asarray(state["spread"], dtype=np.float64).copy()
