@@ -62,6 +62,9 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     arrays.update({f"normalizer.{k}": v for k, v in learner.normalizer.state().items()})
     arrays.update({f"head.{k}": v for k, v in learner.head.state().items()})
     arrays.update({f"memory.{k}": v for k, v in learner.memory.state().items()})
+    if learner.vote is not None:
+        arrays.update({f"vote.{k}": v for k, v in learner.vote.state().items()})
+    arrays["head_accuracy"] = learner.head_accuracy.copy()
     if learner.teacher is not None:
         arrays.update(_encoder_arrays("teacher", learner.teacher.encoder.state_dict()))
     optim = learner.meta.optimizer.state_dict()
@@ -121,6 +124,9 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     learner.memory = ClassMemory(learner.n_features, learner.memory_per_class)
     learner.memory.load_state(_part(arrays, "memory"))
     learner.registry.load_state(meta["registry"])
+    if learner.vote is not None:
+        learner.vote.load_state(_part(arrays, "vote"))
+    learner.head_accuracy = arrays["head_accuracy"].copy()
     if meta.get("teacher_version") is not None:
         learner.teacher = Teacher(learner.encoder, meta["teacher_version"])
         learner.teacher.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "teacher").items()})

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 
 from streamlearn.drift import DriftEvent, DriftMonitor, change_point
-from streamlearn.model import ClassMemory, ClassRegistry, Encoder, Label, MetaStep, OnlineStandardizer, PrototypeHead, Teacher
+from streamlearn.model import (
+    ClassMemory, ClassRegistry, Encoder, Label, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead, Teacher,
+)
 from streamlearn.repair import Concept, ConceptLibrary, choose_repair, prequential_accuracy
 from streamlearn.snapshot import ModelSnapshot, embed_with, predict_with
 
@@ -25,6 +27,7 @@ _RECENT = 256  # labeled samples kept to judge and repair a drift
 _SNAPSHOT_EVERY = 200  # labeled samples between "last good" snapshots of a stable concept
 _PLASTIC_SAMPLES = 300  # labeled samples of raised learning rate after a new concept appears
 _PLASTICITY = 3.0
+_HEAD_RATE = 0.02  # update rate of the running accuracy of each head
 _CONFIDENT_WINDOW = 40  # post-change samples that make a repair decision final
 _RECHECK = 25  # labeled samples after a low-confidence "keep" before judging again
 
@@ -74,6 +77,7 @@ class Learner:
         memory_per_class: int = 64,
         max_classes: int = 1000,
         prototypes_per_class: int = 1,
+        neighbours: int = 5,
         distill_weight: float = 1.0,
         anchor_weight: float = 0.01,
         drift_delta: float = 0.002,
@@ -96,6 +100,7 @@ class Learner:
         self.memory_per_class = memory_per_class
         self.max_classes = max_classes
         self.prototypes_per_class = prototypes_per_class
+        self.neighbours = neighbours
         self.distill_weight = distill_weight
         self.anchor_weight = anchor_weight
         self.drift_delta = drift_delta
@@ -103,6 +108,8 @@ class Learner:
         self.seed = seed
         # Validate the remaining hyperparameters through the parts that own them.
         PrototypeHead(embedding_dim, per_class=prototypes_per_class)
+        if neighbours < 0:
+            raise ValueError(f"neighbours must be >= 0, got {neighbours}")
         DriftMonitor(delta=drift_delta)
         ConceptLibrary(concept_library_size)
         self.model_version = 0
@@ -126,6 +133,9 @@ class Learner:
         self.drift_events: deque[DriftEvent] = deque(maxlen=100)
         self.registry = ClassRegistry(self.max_classes)
         self.head = PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
+        self.vote = NeighbourVote(self.neighbours) if self.neighbours else None
+        # Recent accuracy of the prototype head and of the neighbour vote: predictions follow the better.
+        self.head_accuracy = np.array([0.5, 0.5])
         self.monitor = DriftMonitor(delta=self.drift_delta)
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
@@ -193,14 +203,19 @@ class Learner:
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Nearest-prototype labels and squared distances; learns nothing."""
-        return predict_with(self.head, self.registry.slot_labels(), self.embed(features))
+        return predict_with(self.head, self.registry.slot_labels(), self.embed(features), self._active_vote())
+
+    def _active_vote(self) -> NeighbourVote | None:
+        if self.vote is not None and self.vote.ready and self.head_accuracy[1] > self.head_accuracy[0]:
+            return self.vote
+        return None
 
     def snapshot(self) -> ModelSnapshot:
         """An immutable copy for concurrent readers (the HTTP API)."""
         if self._n_features is None:
             raise ValueError("no model yet: the learner has not seen a sample")
         return ModelSnapshot.capture(
-            self.encoder, self.normalizer, self.head, self.registry.slot_labels(),
+            self.encoder, self.normalizer, self.head, self.registry.slot_labels(), vote=self._active_vote(),
             model_version=self.model_version, n_features=self._n_features, embedding_dim=self.embedding_dim,
             samples_seen=self.samples_seen, last_update=self.last_update,
         )
@@ -215,13 +230,16 @@ class Learner:
         xn = self.normalizer.transform(x)
         with torch.no_grad():
             z = self.encoder(torch.from_numpy(xn)).numpy()
+        votes = self.vote.predict(z) if self.vote is not None and self.vote.ready else None
         preds: list[Label | None] = []
         drift: list[bool] = []
         versions: list[int] = []
         correct: list[bool | None] = []
         for i, label in enumerate(labels):
             slot, dist, _ = self.head.nearest(z[i])
-            preds.append(self.registry.label_of(slot) if slot >= 0 else None)
+            voted = int(votes[i]) if votes is not None else -1
+            chosen = voted if voted >= 0 and self.head_accuracy[1] > self.head_accuracy[0] else slot
+            preds.append(self.registry.label_of(chosen) if chosen >= 0 else None)
             versions.append(self.model_version)
             drifted = slot >= 0 and self.monitor.update_distance(dist)
             if drifted:
@@ -230,13 +248,16 @@ class Learner:
                 correct.append(None)
                 drift.append(drifted)
                 continue
-            ok = slot >= 0 and slot == self.registry.slot_of(label)
+            known = self.registry.slot_of(label)
+            ok = chosen >= 0 and chosen == known
+            if voted >= 0:
+                self.head_accuracy += _HEAD_RATE * (np.array([slot == known, voted == known]) - self.head_accuracy)
             correct.append(ok)
             y, _, evicted = self.registry.slot_for(label)
             if evicted is not None:
                 self.head.clear(y)
                 self.memory.clear(y)
-            self.head.update(y, z[i], missed=not ok)
+            self.head.update(y, z[i], missed=slot != known)
             self.memory.add(y, x[i])
             self._recent.append((x[i], y, ok))
             self.labeled_seen += 1
@@ -256,41 +277,51 @@ class Learner:
                 if self._repair(detector) and i + 1 < len(x):
                     with torch.no_grad():
                         z[i + 1 :] = self.encoder(torch.from_numpy(xn[i + 1 :])).numpy()
+                if votes is not None:
+                    votes[i + 1 :] = self.vote.predict(z[i + 1 :]) if self.vote.ready else -1
             drift.append(drifted)
         self.samples_seen += len(x)
-        self._learn()
+        if not self._learn() and self.vote is not None and any(label is not None for label in labels):
+            self._embed_memory()  # the vote must see this batch's samples even without a meta step
         self._maybe_snapshot()
         return BatchResult(z, preds, drift, versions, correct)
 
-    def _learn(self) -> None:
+    def _learn(self) -> bool:
+        """Take the meta steps the labeled samples have earned; True when the encoder changed."""
         steps = self._since_meta // self.meta_every
         if steps == 0:
-            return
+            return False
         self._since_meta -= steps * self.meta_every
         teacher = None if self._plastic_left > 0 else self.teacher
         losses = []
         for _ in range(steps):
             episode = self.memory.sample_episode(self._rng, self.episode_ways, self.episode_shots, self.episode_queries)
             if episode is None:
-                return
+                return False
             sx, sy, qx, qy = episode
             loss = self.meta.step((self.normalizer.transform(sx), sy, self.normalizer.transform(qx), qy), teacher)
             if loss is None:
                 self._numeric_fault()
-                return
+                return True
             losses.append(loss)
         self.meta_updates += len(losses)
         self.last_loss = float(np.mean(losses))
         self._refit_prototypes()
         self._bump()
+        return True
 
     @torch.no_grad()
+    def _embed_memory(self) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of every sample in memory (and their class slots); refreshes the neighbour vote."""
+        xs, slots = self.memory.all_samples()
+        z = self.encoder(torch.from_numpy(self.normalizer.transform(xs))).numpy() if len(xs) else xs[:, :0]
+        if self.vote is not None:
+            self.vote.fit(z, slots)
+        return z, slots
+
     def _refit_prototypes(self) -> None:
         """After the encoder moved, prototypes are re-estimated from the samples in memory."""
-        xs, slots = self.memory.all_samples()
-        if len(xs) == 0:
-            return
-        z = self.encoder(torch.from_numpy(self.normalizer.transform(xs))).numpy()
+        z, slots = self._embed_memory()
         for slot in np.unique(slots):
             self.head.refit(int(slot), z[slots == slot])
 
@@ -352,6 +383,7 @@ class Learner:
         self._bump()
         self._record(detector, action)
         self._learn_window(raw, wx, wy)
+        self._embed_memory()
         return changed
 
     def _empty_head(self) -> PrototypeHead:
@@ -394,5 +426,6 @@ class Learner:
         if self._good is None:
             return False
         self._restore(self._good)
+        self._embed_memory()
         self._bump()
         return True

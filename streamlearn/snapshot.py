@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from streamlearn.model.classes import Label
+from streamlearn.model.neighbours import NeighbourVote
 from streamlearn.model.normalizer import OnlineStandardizer
 from streamlearn.model.prototypes import PrototypeHead
 
@@ -24,12 +25,21 @@ def embed_with(encoder: nn.Module, normalizer: OnlineStandardizer, features: np.
     return encoder(torch.from_numpy(x)).numpy()
 
 
-def predict_with(head: PrototypeHead, labels: list[Label | None], z: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
-    """Nearest-prototype labels and squared distances for embeddings ``z``; ``None``/inf before any class."""
+def predict_with(
+    head: PrototypeHead, labels: list[Label | None], z: np.ndarray, vote: NeighbourVote | None = None
+) -> tuple[list[Label | None], np.ndarray]:
+    """Labels and squared distances to the predicted class's prototype for embeddings ``z``.
+
+    The label comes from the neighbour ``vote`` when one is given, else from the nearest
+    prototype; ``None``/inf before any class is known.
+    """
     d = head.class_distances(z)
     if d.shape[1] == 0 or not np.isfinite(d).any():
         return [None] * len(z), np.full(len(z), np.inf)
     slots = d.argmin(axis=1)
+    if vote is not None:
+        voted = vote.predict(z)
+        slots = np.where((voted >= 0) & (voted < d.shape[1]), voted, slots)
     best = d[np.arange(len(z)), slots]
     return [labels[s] if s < len(labels) else None for s in slots], best
 
@@ -47,16 +57,18 @@ class ModelSnapshot:
     embedding_dim: int
     samples_seen: int
     last_update: float | None
+    vote: NeighbourVote | None = None
     created_at: float = field(default_factory=time.time)
 
     @classmethod
-    def capture(cls, encoder, normalizer, head, slot_labels, **info) -> "ModelSnapshot":
+    def capture(cls, encoder, normalizer, head, slot_labels, vote=None, **info) -> "ModelSnapshot":
         """Deep-copy the live parts so later learning cannot change this snapshot."""
         return cls(
             encoder=copy.deepcopy(encoder).eval(),
             normalizer=copy.deepcopy(normalizer),
             head=copy.deepcopy(head),
             slot_labels=list(slot_labels),
+            vote=copy.deepcopy(vote),
             **info,
         )
 
@@ -70,4 +82,4 @@ class ModelSnapshot:
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Predicted labels and squared distances to the predicted prototype."""
-        return predict_with(self.head, self.slot_labels, self.embed(features))
+        return predict_with(self.head, self.slot_labels, self.embed(features), self.vote)

@@ -171,3 +171,22 @@ def test_configured_defaults_are_the_learner_defaults():
     settings = LearnerSettings()
     for name, param in inspect.signature(Learner).parameters.items():
         assert getattr(settings, name) == param.default == documented[name], name
+
+
+def test_neighbour_vote_takes_over_when_classes_are_made_of_several_clusters():
+    """XOR-placed clusters: class means coincide, so only the neighbour vote can tell them apart."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [6, 6], [0, 6], [6, 0]], dtype=np.float32)
+    which = rng.integers(0, 4, 1500)
+    x = centres[which] + rng.normal(0, 0.4, (1500, 2)).astype(np.float32)
+    labels = ["even" if w < 2 else "odd" for w in which]
+    # No meta steps: the encoder stays random, so the comparison is between the two heads alone.
+    frozen = dict(SMALL, meta_every=10**9)
+    with_vote, without = Learner(seed=0, **frozen), Learner(seed=0, neighbours=0, **frozen)
+    acc_vote = np.mean([c for r in run(with_vote, x, labels)[-10:] for c in r.correct])
+    acc_proto = np.mean([c for r in run(without, x, labels)[-10:] for c in r.correct])
+    assert with_vote.head_accuracy[1] > with_vote.head_accuracy[0]
+    assert acc_vote > 0.95 and acc_vote > acc_proto + 0.2, (acc_vote, acc_proto)
+    test = centres[[0, 1, 2, 3]]
+    assert with_vote.predict(test)[0] == ["even", "even", "odd", "odd"]
+    assert with_vote.snapshot().predict(test)[0] == ["even", "even", "odd", "odd"]

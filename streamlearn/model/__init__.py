@@ -5,6 +5,7 @@ from streamlearn.model.distill import Teacher, distillation_loss
 from streamlearn.model.encoder import Encoder
 from streamlearn.model.memory import ClassMemory
 from streamlearn.model.meta import MetaStep, protonet_loss
+from streamlearn.model.neighbours import NeighbourVote
 from streamlearn.model.normalizer import OnlineStandardizer
 from streamlearn.model.prototypes import PrototypeHead
 
@@ -14,6 +15,7 @@ __all__ = [
     "Encoder",
     "Label",
     "MetaStep",
+    "NeighbourVote",
     "OnlineStandardizer",
     "PrototypeHead",
     "Teacher",
