@@ -1,0 +1,237 @@
+"""The HTTP API: model info, embeddings and predictions from the latest snapshot, weights, drift, metrics.
+
+Handlers only read the immutable :class:`~streamlearn.snapshot_store.ModelState`
+(never the live learner), so serving never blocks learning. Admin actions
+(rollback, reset) are passed to hooks that run them on the learner thread.
+
+Status codes: bad input is 422 (413 for too many rows), a model that cannot
+serve yet is 409, and every error body is ``{"detail": "<reason>"}``.
+``/readyz`` is 200 once a learner is loaded (restored or fresh) and the
+consumer owns partitions; before the first valid sample fixes the feature
+dimension it is ready but ``/v1/embed`` answers 409.
+Admin endpoints answer 404 while no ``api.admin_token`` is configured (they
+are off, as if absent), and 401 without the right ``Authorization: Bearer``
+token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field, StrictFloat
+
+from streamlearn import __version__
+from streamlearn.config import Settings
+from streamlearn.snapshot_store import ModelState, SnapshotStore
+
+__all__ = ["create_app", "MAX_ROWS", "AdminHooks"]
+
+logger = logging.getLogger(__name__)
+
+#: Most rows one /v1/embed or /v1/predict request may carry.
+MAX_ROWS = 10_000
+
+#: Admin actions by name ("rollback", "reset"); each runs on the learner thread and returns a JSON-able dict.
+AdminHooks = Mapping[str, Callable[[], dict]]
+
+
+class FeaturesRequest(BaseModel):
+    """Rows of raw features, each with the model's n_features numbers."""
+
+    features: list[list[StrictFloat]] = Field(description="rows of raw feature values (finite numbers)")
+
+
+class EmbedResponse(BaseModel):
+    """Embeddings of the request's rows, in order, and the model version that made them."""
+
+    embeddings: list[list[float]]
+    model_version: int
+
+
+class PredictResponse(BaseModel):
+    """Nearest-prototype labels (null before any class is known) and squared distances to them."""
+
+    predictions: list[str | int | None]
+    distances: list[float | None]
+    model_version: int
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=detail, headers=headers)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    """One readable line for the first problem of a rejected request body."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{loc}: {first.get('msg', 'invalid value')}{more}"
+
+
+def _serving_state(store: SnapshotStore) -> ModelState:
+    state = store.current()
+    if state is None:
+        raise _error(409, "model not ready: no model has been loaded yet")
+    if state.snapshot is None:
+        raise _error(409, "model not ready: it is built when the first valid sample fixes the feature dimension")
+    return state
+
+
+def _features(request: FeaturesRequest, n_features: int, max_rows: int) -> np.ndarray:
+    """The request's rows as a float32 matrix, or a 4xx naming what is wrong with them."""
+    rows = request.features
+    if not rows:
+        raise _error(422, "features: must contain at least one row")
+    if len(rows) > max_rows:
+        raise _error(413, f"features: {len(rows)} rows, at most {max_rows} per request")
+    for i, row in enumerate(rows):
+        if len(row) != n_features:
+            raise _error(422, f"features[{i}]: expected {n_features} values (the model's n_features), got {len(row)}")
+    with np.errstate(over="ignore"):
+        x = np.asarray(rows, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        i, j = np.argwhere(~finite)[0]
+        raise _error(422, f"features[{i}][{j}]: {rows[i][j]!r} is not a finite float32")
+    return x
+
+
+def _model_info(state: ModelState) -> dict[str, Any]:
+    last_drift = state.drift_events[-1].to_dict() if state.drift_events else None
+    return {
+        "model_version": state.model_version,
+        "n_features": state.n_features,
+        "embedding_dim": state.embedding_dim,
+        "samples_seen": state.samples_seen,
+        "classes": list(state.classes),
+        "last_update": state.last_update,
+        "last_drift": last_drift,
+        "checkpoint": state.checkpoint_path,
+        "meta_updates": state.meta_updates,
+        "version": __version__,
+    }
+
+
+def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settings: Settings,
+               admin: AdminHooks | None = None, *, ready: Callable[[], bool] | None = None,
+               max_rows: int = MAX_ROWS) -> FastAPI:
+    """Build the API over ``store``; ``ready`` says whether the consumer owns partitions (default: yes)."""
+    app = FastAPI(title="streamlearn", version=__version__,
+                  description="Online meta-learned feature extractor: model, embeddings, drift, metrics.")
+    token = settings.api.admin_token
+    consumer_ready = ready or (lambda: True)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
+
+    @app.get("/healthz", summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A model is loaded and the consumer owns partitions",
+             responses={503: {"description": "not ready, with the reason"}})
+    def readyz() -> JSONResponse:
+        state = store.current()
+        if state is None:
+            return JSONResponse(status_code=503, content={"detail": "model not loaded"})
+        if not consumer_ready():
+            return JSONResponse(status_code=503, content={"detail": "consumer has no partitions assigned"})
+        return JSONResponse(content={"status": "ready", "model_version": state.model_version,
+                                     "n_features": state.n_features})
+
+    @app.get("/v1/model", summary="The served model: version, dimensions, classes, drift, checkpoint")
+    def model() -> dict[str, Any]:
+        state = store.current()
+        if state is None:
+            raise _error(409, "model not ready: no model has been loaded yet")
+        return _model_info(state)
+
+    @app.get("/v1/model/weights", summary="The latest checkpoint (safetensors with JSON metadata)",
+             response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+    def weights() -> Response:
+        state = store.current()
+        path = None if state is None else state.checkpoint_path
+        if path is None:
+            raise _error(404, "no checkpoint has been written yet")
+        try:
+            with open(path, "rb") as fh:  # read whole: a pruned file must not fail mid-response
+                body = fh.read()
+        except FileNotFoundError as exc:
+            raise _error(404, f"the latest checkpoint file is gone ({path}); retry shortly") from exc
+        return Response(content=body, media_type="application/octet-stream",
+                        headers={"Content-Disposition": 'attachment; filename="model.safetensors"'})
+
+    @app.post("/v1/embed", response_model=EmbedResponse, summary="Embed rows of raw features (no learning)",
+              responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})
+    def embed(request: FeaturesRequest) -> dict[str, Any]:
+        state = _serving_state(store)
+        x = _features(request, state.snapshot.n_features, max_rows)
+        z = state.snapshot.embed(x)
+        return {"embeddings": np.asarray(z, dtype=np.float32).tolist(),
+                "model_version": int(state.snapshot.model_version)}
+
+    @app.post("/v1/predict", response_model=PredictResponse, summary="Predict labels from the prototype head",
+              responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})
+    def predict(request: FeaturesRequest) -> dict[str, Any]:
+        state = _serving_state(store)
+        x = _features(request, state.snapshot.n_features, max_rows)
+        labels, distances = state.snapshot.predict(x)
+        dist = [float(d) if math.isfinite(d) else None for d in np.asarray(distances, dtype=np.float64).tolist()]
+        return {"predictions": list(labels), "distances": dist, "model_version": int(state.snapshot.model_version)}
+
+    @app.get("/v1/drift", summary="Recent drift events, oldest first")
+    def drift() -> dict[str, Any]:
+        state = store.current()
+        events = [] if state is None else [e.to_dict() for e in state.drift_events]
+        return {"events": events}
+
+    def _admin(name: str, authorization: str | None) -> dict:
+        if token is None:
+            raise _error(404, "admin endpoints are off: no api.admin_token is configured")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                 token.get_secret_value().encode()):
+            raise _error(401, "a valid 'Authorization: Bearer <admin token>' header is required",
+                         headers={"WWW-Authenticate": "Bearer"})
+        hook = (admin or {}).get(name)
+        if hook is None:
+            raise _error(409, f"{name} is not available in this process")
+        try:
+            result = hook()
+        except TimeoutError as exc:
+            raise _error(503, f"{name} did not run in time (the learner is busy); retry",
+                         headers={"Retry-After": "1"}) from exc
+        logger.info("admin action", extra={"action": name, "result": result})
+        return result
+
+    @app.post("/v1/model/rollback", summary="Restore the last good model (admin token required)",
+              responses={401: {"description": "missing or wrong token"}, 404: {"description": "admin off"}})
+    def rollback(authorization: str | None = Header(default=None)) -> dict:
+        result = _admin("rollback", authorization)
+        if not result.get("rolled_back", True):
+            raise _error(409, "nothing to roll back to: no earlier good snapshot")
+        return result
+
+    @app.post("/v1/model/reset", summary="Start over with a fresh model (admin token required)",
+              responses={401: {"description": "missing or wrong token"}, 404: {"description": "admin off"}})
+    def reset(authorization: str | None = Header(default=None)) -> dict:
+        return _admin("reset", authorization)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(content=generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

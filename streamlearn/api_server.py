@@ -1,0 +1,65 @@
+"""Serves the HTTP API with uvicorn on a background thread of the daemon's process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from streamlearn.errors import StreamlearnError
+
+__all__ = ["ApiServer", "ApiStartError"]
+
+logger = logging.getLogger(__name__)
+
+
+class ApiStartError(StreamlearnError):
+    """The HTTP API could not start (most often: the port is taken)."""
+
+
+class ApiServer:
+    """uvicorn running ``app`` on ``host:port`` in a daemon thread; ``start()`` waits until it listens."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self.host = host
+        self.requested_port = port
+        # log_config=None keeps the process's logging setup; signals stay with the run loop.
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                                lifespan="off", server_header=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="streamlearn-api", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (differs from the requested one only when that was 0)."""
+        for server in getattr(self._server, "servers", []) or []:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return self.requested_port
+
+    def start(self, timeout_s: float = 15.0) -> ApiServer:
+        """Start serving; raise ApiStartError if it is not listening within ``timeout_s``."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise ApiStartError(f"the HTTP API could not listen on {self.host}:{self.requested_port} "
+                                    "(port in use or address not available)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ApiStartError(f"the HTTP API did not start on {self.host}:{self.requested_port} "
+                                    f"within {timeout_s:.0f}s")
+            time.sleep(0.02)
+        logger.info("http api listening", extra={"url": f"http://{self.host}:{self.port}"})
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask uvicorn to finish open requests and exit; wait up to ``timeout_s``."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.warning("http api did not stop within %.0fs", timeout_s)

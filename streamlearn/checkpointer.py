@@ -1,0 +1,105 @@
+"""Checkpoint cadence of the daemon: save the learner with its offsets, and only then commit them.
+
+Order matters for at-least-once delivery (DESIGN.md §1, step 5): outputs are
+flushed by the batch handler, the checkpoint is written atomically with the
+next offset of every partition, and only after it is durable are the offsets
+committed to Kafka. A crash at any point replays at most what came after the
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streamlearn.config import CheckpointSettings
+from streamlearn.kafka.protocols import Source
+from streamlearn.metrics import Metrics
+from streamlearn.snapshot_store import SnapshotStore
+
+__all__ = ["Checkpointer", "restore"]
+
+logger = logging.getLogger(__name__)
+
+
+def restore(settings: CheckpointSettings, fresh: Callable[[], Any]) -> tuple[Any, dict]:
+    """The learner to start with: the latest checkpoint in ``settings.dir`` if there is one, else ``fresh()``.
+
+    Returns ``(learner, extra)``; ``extra["offsets"]`` (``"topic:partition"`` ->
+    next offset) says where the restored model stopped. A checkpoint that
+    exists but cannot be read raises CheckpointError rather than silently
+    starting over.
+    """
+    from streamlearn import checkpoint  # heavy (torch); imported when the daemon starts
+
+    if checkpoint.latest_path(Path(settings.dir)) is None:
+        logger.info("no checkpoint found; starting a fresh model", extra={"dir": str(settings.dir)})
+        return fresh(), {}
+    learner, extra = checkpoint.load(Path(settings.dir))
+    logger.info("restored checkpoint", extra={"dir": str(settings.dir), "model_version": learner.model_version,
+                                              "offsets": extra.get("offsets", {})})
+    return learner, dict(extra or {})
+
+
+class Checkpointer:
+    """Decides when a checkpoint is due, writes it, then commits the offsets it contains."""
+
+    def __init__(self, settings: CheckpointSettings, source: Source, metrics: Metrics, store: SnapshotStore, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.directory = Path(settings.dir)
+        self.every_samples = settings.every_samples
+        self.every_seconds = settings.every_seconds
+        self.keep = settings.keep
+        self.source = source
+        self.metrics = metrics
+        self.store = store
+        self.clock = clock
+        self.pending = 0  # records consumed since the last checkpoint
+        self.last_offsets: dict[str, int] = {}
+        self.requested = False  # e.g. after an admin reset/rollback changed the model without new records
+        self._last_time = clock()
+
+    def note(self, n_records: int) -> None:
+        """Count ``n_records`` consumed (and fully handled) since the last checkpoint."""
+        self.pending += n_records
+
+    def request(self) -> None:
+        """Ask for a checkpoint at the next opportunity, whatever the cadence says."""
+        self.requested = True
+
+    def due(self) -> bool:
+        """True when enough records or enough time have passed since the last checkpoint."""
+        if self.requested:
+            return True
+        if self.pending == 0:
+            return False
+        return self.pending >= self.every_samples or self.clock() - self._last_time >= self.every_seconds
+
+    def checkpoint(self, learner: Any) -> Path | None:
+        """Save ``learner`` with the source's positions, then commit them; return the model file written.
+
+        A learner that has never seen a valid sample has nothing to save; the
+        offsets (of records that were all dead-lettered) are committed as is.
+        """
+        from streamlearn import checkpoint
+
+        offsets = self.source.positions()
+        path: Path | None = None
+        if learner.n_features is not None:
+            started = time.perf_counter()
+            path = checkpoint.save(self.directory, learner, extra={"offsets": offsets}, keep=self.keep)
+            self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
+            self.metrics.last_checkpoint_timestamp.set(time.time())
+            self.store.set_checkpoint(str(path))
+        # Only now: the checkpoint above is durable, so committing cannot skip an unlearned sample.
+        committed = self.source.commit(offsets)
+        logger.info("checkpoint done", extra={"path": str(path), "model_version": learner.model_version,
+                                              "offsets": offsets, "committed": committed})
+        self.last_offsets = offsets
+        self.pending = 0
+        self.requested = False
+        self._last_time = self.clock()
+        return path

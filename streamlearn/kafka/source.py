@@ -1,0 +1,178 @@
+"""Consumer source: batches of sample records from Kafka, in a consumer group, with manual commits.
+
+Offsets are committed only when the service says so (after a checkpoint), and
+partitions are moved to the offsets recorded in the checkpoint the first time
+they are assigned, so a restart resumes exactly where the restored model
+stopped learning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streamlearn.config import KafkaSettings
+from streamlearn.errors import KafkaSetupError
+from streamlearn.kafka.connection import client_options, offset_key, parse_key
+from streamlearn.kafka.protocols import Record
+
+__all__ = ["KafkaSource"]
+
+logger = logging.getLogger(__name__)
+
+_POSITION_TIMEOUT_MS = 100
+_SESSION_TIMEOUT_MS = 10_000
+
+
+class KafkaSource:
+    """Samples-topic consumer: ``poll()`` returns up to ``poll_max_records`` within ``poll_timeout_ms``."""
+
+    def __init__(self, settings: KafkaSettings, *, start_offsets: Mapping[str, int] | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.samples_topic
+        self.max_records = settings.poll_max_records
+        self.timeout_s = settings.poll_timeout_ms / 1000.0
+        self._lock = threading.Lock()
+        self._positions: dict[TopicPartition, int] = {}
+        self._pending_seeks: dict[TopicPartition, int] = {}
+        for key, offset in (start_offsets or {}).items():
+            topic, partition = parse_key(key)
+            if topic == self.topic:
+                self._pending_seeks[TopicPartition(topic, partition)] = int(offset)
+        try:
+            self._consumer = KafkaConsumer(
+                group_id=settings.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=settings.poll_max_records,
+                fetch_max_wait_ms=min(500, max(10, settings.poll_timeout_ms)),
+                max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes + 65_536),
+                # A crashed replica's partitions move to the others (or to its restart) within ~10 s.
+                session_timeout_ms=_SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=_SESSION_TIMEOUT_MS // 3,
+                **client_options(settings),
+            )
+            self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+        except (KafkaError, OSError) as exc:
+            raise KafkaSetupError(
+                f"cannot start a consumer for {self.topic} at {settings.bootstrap_servers}: {exc}"
+            ) from exc
+
+    # -- rebalance callbacks (run on kafka-python's IO thread) --------------------------------
+    def _assigned(self, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                offset = self._pending_seeks.pop(tp, None)
+                if offset is not None:
+                    # The restored model has learned everything before `offset`; resume there
+                    # even when the committed offset differs (a crash between checkpoint and commit).
+                    self._consumer.seek(tp, offset)
+                    logger.info("seek to checkpoint %s[%d]@%d", tp.topic, tp.partition, offset)
+        logger.info("partitions assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._positions.pop(tp, None)
+        if partitions:
+            logger.info("partitions revoked %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
+
+    # -- Source protocol -----------------------------------------------------------------------
+    def poll(self, max_records: int | None = None) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``poll_timeout_ms`` for them to arrive."""
+        limit = self.max_records if max_records is None else max(1, min(max_records, self.max_records))
+        deadline = time.monotonic() + self.timeout_s
+        out: list = []
+        while True:
+            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            batch = self._consumer.poll(timeout_ms=remaining_ms, max_records=limit - len(out))
+            if batch:
+                with self._lock:
+                    for tp, records in batch.items():
+                        if records:
+                            out.extend(records)
+                            self._positions[tp] = records[-1].offset + 1
+            if len(out) >= limit or remaining_ms == 0 or not batch:
+                return out
+
+    def positions(self) -> dict[str, int]:
+        """Next offset to consume per ``"topic:partition"`` for every record returned so far."""
+        with self._lock:
+            return {offset_key(tp.topic, tp.partition): offset for tp, offset in self._positions.items()}
+
+    def commit(self, offsets: Mapping[str, int]) -> bool:
+        """Commit ``offsets`` for the partitions still owned; False (logged) if the group moved on."""
+        owned = self._consumer.assignment()
+        request = {}
+        for key, offset in offsets.items():
+            tp = TopicPartition(*parse_key(key))
+            if tp in owned:
+                request[tp] = OffsetAndMetadata(int(offset), "", -1)
+        if not request:
+            return True
+        try:
+            self._consumer.commit(offsets=request)
+        except KafkaError as exc:
+            # Not fatal: the checkpoint holds the offsets, and a restart seeks to them.
+            logger.warning("offset commit failed offsets=%s error=%s", dict(offsets), exc)
+            return False
+        logger.debug("committed offsets=%s", dict(offsets))
+        return True
+
+    def is_assigned(self) -> bool:
+        """True when this consumer owns at least one partition of the samples topic."""
+        return bool(self._consumer.assignment())
+
+    def lag(self) -> dict[int, int]:
+        """Records behind the newest one for each owned partition whose end offset is known."""
+        lag: dict[int, int] = {}
+        for tp in self._consumer.assignment():
+            try:
+                high = self._consumer.highwater(tp)
+            except KafkaError:
+                continue
+            if high is None:
+                continue
+            with self._lock:
+                position = self._positions.get(tp)
+            if position is None:
+                try:
+                    position = self._consumer.position(tp, timeout_ms=_POSITION_TIMEOUT_MS)
+                except KafkaError:
+                    position = None
+            if position is not None:
+                lag[tp.partition] = max(0, high - position)
+        return lag
+
+    def close(self) -> None:
+        """Leave the group without committing (commits happen only after checkpoints)."""
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            logger.warning("error while closing the consumer: %s", exc)
+
+    def __enter__(self) -> KafkaSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Forwards group rebalances to the source (seek on first assignment, forget revoked positions)."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._source._assigned(list(assigned))
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._source._revoked(list(revoked))

@@ -1,0 +1,165 @@
+"""One pass over a polled batch: decode and validate, test-then-train, publish embeddings and dead letters.
+
+This is steps 1-2 of DESIGN.md §1 for a whole batch at once: one
+``learner.process`` per chunk of ``learner.batch_size`` valid samples (the
+chunking replay uses too, so offline and online runs learn alike), messages
+queued without waiting, and one flush at the end. Bad records and batches the
+learner fails on go to the dead-letter topic; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamlearn.config import Settings
+from streamlearn.errors import SchemaError
+from streamlearn.kafka.protocols import Record, Sink
+from streamlearn.kafka.sink import MAX_REQUEST_BYTES
+from streamlearn.metrics import Metrics
+from streamlearn.schema import DeadLetter, EmbeddingRecord, Sample, decode_sample
+
+__all__ = ["BatchHandler", "BatchOutcome", "PROCESSING_ERROR"]
+
+logger = logging.getLogger(__name__)
+
+#: Dead-letter reason for valid samples of a batch the learner raised on.
+PROCESSING_ERROR = "processing_error"
+
+# Base64 grows 4/3; leave room for the other dead-letter fields under the producer's size limit.
+_MAX_RAW_BYTES = (MAX_REQUEST_BYTES - 16_384) * 3 // 4
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """Counts for one handled batch (``embedded`` = ``learned`` + ``unlabeled``)."""
+
+    records: int
+    embedded: int
+    learned: int
+    unlabeled: int
+    rejected: int
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+class BatchHandler:
+    """Turns a batch of records into published embeddings (and dead letters), updating ``learner`` and metrics."""
+
+    def __init__(self, settings: Settings, sink: Sink, metrics: Metrics, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.embeddings_topic = settings.kafka.embeddings_topic
+        self.dead_letter_topic = settings.kafka.dead_letter_topic
+        self.max_bytes = settings.kafka.max_message_bytes
+        self.n_features = settings.learner.n_features
+        self.chunk = settings.learner.batch_size
+        self.sink = sink
+        self.metrics = metrics
+        self.clock = clock
+
+    def handle(self, learner: Any, records: Sequence[Record]) -> BatchOutcome:
+        """Process ``records`` in order; return what happened to them. Raises only if the sink fails."""
+        valid, rejected = self._decode(learner, records)
+        published: list[tuple[Record, Sample]] = []
+        for start in range(0, len(valid), self.chunk):
+            chunk = valid[start:start + self.chunk]
+            if self._learn_and_publish(learner, chunk):
+                published.extend(chunk)
+            else:
+                rejected += len(chunk)
+        self.sink.flush()
+        self._observe_latency(published)
+        embedded = len(published)
+        learned = sum(1 for _, s in published if s.label is not None)
+        m = self.metrics.samples
+        m.labels(outcome="embedded").inc(embedded)
+        m.labels(outcome="learned").inc(learned)
+        m.labels(outcome="unlabeled").inc(embedded - learned)
+        m.labels(outcome="rejected").inc(rejected)
+        return BatchOutcome(len(records), embedded, learned, embedded - learned, rejected)
+
+    def _decode(self, learner: Any, records: Sequence[Record]) -> tuple[list[tuple[Record, Sample]], int]:
+        """Validate every record; dead-letter the bad ones. The first valid sample fixes an unknown dimension."""
+        expected = learner.n_features or self.n_features
+        valid: list[tuple[Record, Sample]] = []
+        rejected = 0
+        for record in records:
+            default_id = f"{record.topic}-{record.partition}-{record.offset}"
+            raw = record.value if record.value is not None else b""
+            try:
+                sample = decode_sample(raw, default_id=default_id, n_features=expected, max_bytes=self.max_bytes)
+            except SchemaError as exc:
+                self._dead_letter(record, exc.reason, exc.detail, learner.model_version)
+                rejected += 1
+                continue
+            if expected is None:
+                expected = int(sample.features.shape[0])
+            valid.append((record, sample))
+        return valid, rejected
+
+    def _learn_and_publish(self, learner: Any, chunk: list[tuple[Record, Sample]]) -> bool:
+        """Test-then-train on ``chunk`` and queue one EmbeddingRecord per sample; False if the learner failed."""
+        features = np.stack([s.features for _, s in chunk])
+        labels = [s.label for _, s in chunk]
+        started = time.perf_counter()
+        try:
+            result = learner.process(features, labels)
+        except Exception as exc:  # a learner bug or numeric fault must not stop the stream or lose the batch
+            first, last = chunk[0][0], chunk[-1][0]
+            logger.exception(
+                "learner failed on a batch; sending it to the dead-letter topic",
+                extra={"first": _where(first), "last": _where(last), "n": len(chunk),
+                       "model_version": learner.model_version},
+            )
+            detail = f"learner failed on this sample's batch: {exc.__class__.__name__}: {exc}"
+            for record, _ in chunk:
+                self._dead_letter(record, PROCESSING_ERROR, detail, learner.model_version)
+            return False
+        finally:
+            self.metrics.update_duration.observe(time.perf_counter() - started)
+        self.metrics.record_correct(result.correct)
+        send, topic = self.sink.send, self.embeddings_topic
+        embeddings, predictions, drift, versions = (
+            result.embeddings, result.predictions, result.drift, result.model_versions)
+        for i, (record, sample) in enumerate(chunk):
+            ts = sample.ts if sample.ts is not None else _kafka_seconds(record)
+            value = EmbeddingRecord(sample.id, embeddings[i], predictions[i], sample.label,
+                                    versions[i], drift[i], ts).to_json()
+            send(topic, sample.id.encode("utf-8"), value)
+        return True
+
+    def _dead_letter(self, record: Record, reason: str, detail: str, model_version: int) -> None:
+        """Queue a DeadLetter for ``record`` (its original bytes, truncated only beyond the size limit)."""
+        raw = record.value if record.value is not None else b""
+        if len(raw) > _MAX_RAW_BYTES:
+            detail = f"{detail} (raw truncated to its first {_MAX_RAW_BYTES} of {len(raw)} bytes)"
+            raw = raw[:_MAX_RAW_BYTES]
+        letter = DeadLetter(reason, detail, record.topic, record.partition, record.offset, raw)
+        key = f"{record.topic}-{record.partition}-{record.offset}".encode()
+        self.sink.send(self.dead_letter_topic, key, letter.to_json())
+        self.metrics.dead_letters.labels(reason=reason).inc()
+        if reason != PROCESSING_ERROR:  # those are logged once per failed batch, with the traceback
+            logger.warning("rejected record", extra={"where": _where(record), "reason": reason, "detail": detail,
+                                                     "model_version": model_version})
+
+    def _observe_latency(self, published: list[tuple[Record, Sample]]) -> None:
+        """Observe event time -> now (the flush just returned) for every published sample."""
+        now = self.clock()
+        observe = self.metrics.end_to_end_latency.observe
+        for record, sample in published:
+            ts = sample.ts if sample.ts is not None else _kafka_seconds(record)
+            if ts is not None:
+                observe(max(0.0, now - ts))
+
+
+def _kafka_seconds(record: Record) -> float | None:
+    """The record's Kafka timestamp in epoch seconds, or None when the broker gave none."""
+    ts = record.timestamp
+    return ts / 1000.0 if ts is not None and ts >= 0 else None

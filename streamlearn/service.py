@@ -1,0 +1,219 @@
+"""The daemon's run loop: poll a batch, handle it, checkpoint on cadence, then commit (DESIGN.md §1).
+
+:class:`Service` only composes parts that live in their own modules — the
+Kafka source and sink, the batch handler, the learner, the checkpointer, the
+HTTP API and the metrics — and holds them in an ``ExitStack``. Signal
+handlers only set a stop flag: the current batch finishes, a final checkpoint
+is written, its offsets committed, and ``run`` returns 0. ``count`` (records
+consumed) and ``timeout`` (seconds of wall time) bound a run for tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from streamlearn import __version__
+from streamlearn.config import KafkaSettings, Settings
+from streamlearn.control import ControlQueue
+from streamlearn.kafka import KafkaSink, KafkaSource, Source, ensure_topics
+from streamlearn.metrics import Metrics
+from streamlearn.pipeline import BatchHandler
+from streamlearn.snapshot_store import ModelState, SnapshotStore
+
+__all__ = ["Service", "run_daemon"]
+
+logger = logging.getLogger(__name__)
+
+_PUBLISH_EVERY_S = 0.5  # newest snapshot for the API at least this often (and on every version change)
+_LAG_EVERY_S = 1.0
+_PROGRESS_EVERY_S = 60.0
+_ADMIN_TIMEOUT_S = 30.0
+
+
+class Service:
+    """One daemon instance: ``run()`` consumes, learns, publishes and serves until stopped."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None,
+                 stop_event: threading.Event | None = None,
+                 source_factory: Callable[..., Any] = KafkaSource,
+                 sink_factory: Callable[..., Any] = KafkaSink,
+                 prepare_topics: Callable[[KafkaSettings], Any] = ensure_topics) -> None:
+        self.settings = settings
+        self.source_factory = source_factory  # (kafka settings, start_offsets=...) -> Source with close()
+        self.sink_factory = sink_factory  # (kafka settings) -> Sink with close()
+        self.prepare_topics = prepare_topics
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.store = SnapshotStore()
+        self.control = ControlQueue()
+        self.learner: Any = None
+        self.checkpointer: Any = None
+        self.api_port: int | None = None
+        self.consumed = 0
+        self._published_version: int | None = None
+        self._published_at = 0.0
+        self._unpublished = False  # learned since the last snapshot handed to the API
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, checkpoint, commit and return (safe from any thread)."""
+        self.stop_event.set()
+
+    def run(self, *, count: int | None = None, timeout: float | None = None) -> int:
+        """Run until stopped, until ``count`` records were consumed, or ``timeout`` seconds passed; return 0."""
+        from streamlearn.checkpointer import Checkpointer, restore
+        from streamlearn.learner import Learner  # heavy (torch): imported when the daemon starts
+
+        s = self.settings
+        with ExitStack() as stack:
+            self.prepare_topics(s.kafka)
+            self.learner, extra = restore(s.checkpoint, lambda: Learner.from_settings(s.learner))
+            self.metrics.observe_learner(self.learner, baseline=True)
+            self._publish(force=True)
+            self.store.set_checkpoint(_latest_checkpoint(s))
+            source = self.source_factory(s.kafka, start_offsets=extra.get("offsets"))
+            stack.callback(source.close)
+            sink = self.sink_factory(s.kafka)
+            stack.callback(sink.close)
+            handler = BatchHandler(s, sink, self.metrics)
+            self.checkpointer = Checkpointer(s.checkpoint, source, self.metrics, self.store)
+            if s.api.enabled:
+                self._start_api(stack, source)
+            self._install_signal_handlers(stack)
+            logger.info("daemon started", extra={"topic": s.kafka.samples_topic, "group": s.kafka.group_id,
+                                                 "model_version": self.learner.model_version})
+            try:
+                self._loop(source, handler, count, timeout)
+            except Exception:
+                # No final checkpoint: the failed batch's outputs may be missing, so its offsets must not be committed.
+                logger.exception("daemon failed; stopping without a final checkpoint",
+                                 extra={"consumed": self.consumed, "model_version": self.learner.model_version})
+                raise
+            self._shutdown()
+        logger.info("daemon stopped", extra={"consumed": self.consumed, "model_version": self.learner.model_version})
+        return 0
+
+    def _loop(self, source: Source, handler: BatchHandler, count: int | None, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_lag = next_progress = time.monotonic()
+        while not self.stop_event.is_set():
+            self.control.run_pending()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            records = source.poll(None if count is None else count - self.consumed)
+            if records:
+                outcome = handler.handle(self.learner, records)
+                self.consumed += len(records)
+                self.checkpointer.note(len(records))
+                self.metrics.observe_learner(self.learner)
+                self._unpublished = True
+                if logger.isEnabledFor(logging.DEBUG):
+                    last = records[-1]
+                    logger.debug("batch", extra={
+                        "records": outcome.records, "embedded": outcome.embedded, "rejected": outcome.rejected,
+                        "where": f"{last.topic}[{last.partition}]@{last.offset}",
+                        "model_version": self.learner.model_version})
+            if self._unpublished:
+                self._publish(idle=not records)
+            if self.checkpointer.due():
+                self._checkpoint()
+            now = time.monotonic()
+            if now >= next_lag:
+                self.metrics.set_consumer_lag(source.lag())
+                next_lag = now + _LAG_EVERY_S
+            if now >= next_progress:
+                logger.info("progress", extra={"consumed": self.consumed, "model_version": self.learner.model_version,
+                                               "samples_seen": self.learner.samples_seen})
+                next_progress = now + _PROGRESS_EVERY_S
+            if count is not None and self.consumed >= count:
+                break
+
+    def _shutdown(self) -> None:
+        """Final checkpoint and commit, so a restart resumes exactly here."""
+        self.control.run_pending()
+        self._publish(force=True)
+        if self.checkpointer.pending or self.checkpointer.requested:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        self.checkpointer.checkpoint(self.learner)
+
+    def _publish(self, *, force: bool = False, idle: bool = False) -> None:
+        """Give the API a fresh snapshot: on a new model version, when the last one is old, or when idle."""
+        learner = self.learner
+        now = time.monotonic()
+        version = learner.model_version
+        fresh = version == self._published_version and now - self._published_at < _PUBLISH_EVERY_S
+        if fresh and not (force or idle):
+            return
+        self.store.publish(ModelState.from_learner(learner))
+        self._published_version, self._published_at, self._unpublished = version, now, False
+        self.metrics.set_model_info({"n_features": learner.n_features, "embedding_dim": learner.embedding_dim,
+                                     "hidden_dim": self.settings.learner.hidden_dim, "version": __version__})
+
+    def _start_api(self, stack: ExitStack, source: Source) -> None:
+        from streamlearn.api import create_app
+        from streamlearn.api_server import ApiServer
+
+        app = create_app(self.store, self.metrics.registry, self.settings, self._admin_hooks(),
+                         ready=source.is_assigned)
+        server = ApiServer(app, self.settings.api.host, self.settings.api.port).start()
+        stack.callback(server.stop)
+        self.api_port = server.port
+
+    def _admin_hooks(self) -> dict:
+        """Admin actions, each run on the learner thread between batches (never concurrently with learning)."""
+
+        def after(action: str) -> None:
+            self.metrics.observe_learner(self.learner)
+            self._publish(force=True)
+            self.checkpointer.request()  # a restart must not bring back the model the admin replaced
+            logger.warning("model %s by admin request", action, extra={"model_version": self.learner.model_version})
+
+        def rollback() -> dict:
+            ok = bool(self.learner.rollback())
+            if ok:
+                after("rolled back")
+            return {"rolled_back": ok, "model_version": int(self.learner.model_version)}
+
+        def reset() -> dict:
+            self.learner.reset()
+            self.metrics.reset_accuracy()
+            after("reset")
+            return {"reset": True, "model_version": int(self.learner.model_version)}
+
+        return {
+            "rollback": lambda: self.control.call(rollback, timeout=_ADMIN_TIMEOUT_S),
+            "reset": lambda: self.control.call(reset, timeout=_ADMIN_TIMEOUT_S),
+        }
+
+    def _install_signal_handlers(self, stack: ExitStack) -> None:
+        """SIGTERM/SIGINT only set the stop flag (main thread only; tests run the loop in a thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, frame: object) -> None:
+            logger.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            self.stop_event.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.signal(sig, on_signal)
+            stack.callback(signal.signal, sig, previous)
+
+
+def _latest_checkpoint(settings: Settings) -> str | None:
+    from streamlearn import checkpoint
+
+    path = checkpoint.latest_path(settings.checkpoint.dir)
+    return None if path is None else str(path)
+
+
+def run_daemon(settings: Settings, *, count: int | None = None, timeout: float | None = None,
+               stop_event: threading.Event | None = None) -> int:
+    """Run the daemon with ``settings`` (``streamlearn run``); return the exit code (0 after a clean stop)."""
+    return Service(settings, stop_event=stop_event).run(count=count, timeout=timeout)

@@ -1,0 +1,228 @@
+"""The HTTP API over a snapshot of a small learner (no broker): answers, 4xx reasons, admin auth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from streamlearn.api import create_app
+from streamlearn.config import Settings
+from streamlearn.learner import Learner
+from streamlearn.metrics import Metrics
+from streamlearn.snapshot_store import ModelState, SnapshotStore
+
+from .conftest import N_FEATURES, blob_rows
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Learner, np.ndarray, list]:
+    rows = blob_rows(200)
+    x = np.array([r["features"] for r in rows], dtype=np.float32)
+    labels = [r.get("label") for r in rows]
+    learner = Learner(seed=0, hidden_dim=32, embedding_dim=8, meta_every=16)
+    learner.process(x, labels)
+    return learner, x, labels
+
+
+@pytest.fixture
+def store(trained) -> SnapshotStore:
+    store = SnapshotStore()
+    store.publish(ModelState.from_learner(trained[0]))
+    return store
+
+
+def make_client(store: SnapshotStore, *, token: str | None = TOKEN, admin=None, ready=lambda: True,
+                registry: CollectorRegistry | None = None, max_rows: int = 100) -> TestClient:
+    settings = Settings(api={"admin_token": token} if token else {})
+    registry = registry if registry is not None else Metrics().registry
+    return TestClient(create_app(store, registry, settings, admin, ready=ready, max_rows=max_rows))
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    return make_client(store)
+
+
+def test_health_and_readiness(store):
+    assert make_client(store).get("/healthz").json() == {"status": "ok"}
+    assert make_client(store).get("/readyz").status_code == 200
+    not_assigned = make_client(store, ready=lambda: False).get("/readyz")
+    assert not_assigned.status_code == 503 and "partitions" in not_assigned.json()["detail"]
+    empty = make_client(SnapshotStore()).get("/readyz")
+    assert empty.status_code == 503 and "model" in empty.json()["detail"]
+
+
+def test_model_info_describes_the_snapshot(client, trained):
+    learner = trained[0]
+    info = client.get("/v1/model").json()
+    assert info["model_version"] == learner.model_version
+    assert info["n_features"] == N_FEATURES
+    assert info["embedding_dim"] == 8
+    assert info["samples_seen"] == 200
+    assert sorted(map(str, info["classes"])) == ["2", "a", "b"]
+    assert info["checkpoint"] is None
+    assert set(info) >= {"last_update", "last_drift"}
+
+
+def test_embed_matches_the_learner_it_was_taken_from(client, trained):
+    learner, x, _ = trained
+    body = client.post("/v1/embed", json={"features": x[:5].tolist()}).json()
+    assert body["model_version"] == learner.model_version
+    np.testing.assert_allclose(np.array(body["embeddings"]), learner.embed(x[:5]), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_matches_the_learner_and_separates_the_blobs(client, trained):
+    learner, x, labels = trained
+    body = client.post("/v1/predict", json={"features": x[:50].tolist()}).json()
+    expected, distances = learner.predict(x[:50])
+    assert body["predictions"] == expected
+    np.testing.assert_allclose(body["distances"], distances, rtol=1e-4)
+    known = [(p, y) for p, y in zip(body["predictions"], labels[:50]) if y is not None]
+    assert sum(p == y for p, y in known) / len(known) > 0.9
+
+
+def test_the_served_snapshot_does_not_change_while_the_learner_keeps_learning(trained):
+    rows = blob_rows(100, seed=1)
+    x = np.array([r["features"] for r in rows], dtype=np.float32)
+    learner = Learner(seed=0, hidden_dim=32, embedding_dim=8, meta_every=8)
+    learner.process(x, [r.get("label") for r in rows])
+    store = SnapshotStore()
+    store.publish(ModelState.from_learner(learner))
+    client = make_client(store)
+    before = client.post("/v1/embed", json={"features": x[:3].tolist()}).json()
+    for _ in range(3):
+        learner.process(x, [r.get("label") for r in rows])
+    assert not np.allclose(learner.embed(x[:3]), np.array(before["embeddings"]), atol=1e-6)
+    assert client.post("/v1/embed", json={"features": x[:3].tolist()}).json() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({"features": [[1.0, 2.0]]}, 422, "expected 8 values"),
+        ({"features": [[1.0] * 8, [1.0] * 7]}, 422, "features[1]"),
+        ({"features": "not a list"}, 422, "features"),
+        ({"features": [1.0] * 8}, 422, "features.0"),
+        ({"features": [["1.0"] * 8]}, 422, "valid number"),
+        ({"features": [[True] * 8]}, 422, "valid number"),
+        ({"features": []}, 422, "at least one row"),
+        ({"rows": [[1.0] * 8]}, 422, "features"),
+        ({"features": [[1.0] * 8] * 101}, 413, "at most 100"),
+        ({"features": [[1e39] + [1.0] * 7]}, 422, "finite float32"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["/v1/embed", "/v1/predict"])
+def test_bad_requests_get_4xx_with_a_reason(client, endpoint, body, status, fragment):
+    response = client.post(endpoint, json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["detail"]
+
+
+@pytest.mark.parametrize("raw", [b'{"features": [[NaN, 1, 1, 1, 1, 1, 1, 1]]}',
+                                 b'{"features": [[Infinity, 1, 1, 1, 1, 1, 1, 1]]}'])
+def test_non_finite_values_are_rejected(client, raw):
+    response = client.post("/v1/embed", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "not a finite" in response.json()["detail"]
+
+
+def test_malformed_json_is_a_422_with_a_reason(client):
+    response = client.post("/v1/embed", content=b"{oops", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+
+
+def test_a_model_without_dimension_yet_is_not_ready_to_serve():
+    store = SnapshotStore()
+    store.publish(ModelState.from_learner(Learner(hidden_dim=16, embedding_dim=4)))
+    client = make_client(store)
+    response = client.post("/v1/embed", json={"features": [[1.0, 2.0]]})
+    assert response.status_code == 409 and "first valid sample" in response.json()["detail"]
+    assert client.get("/v1/model").json()["n_features"] is None
+    assert make_client(SnapshotStore()).post("/v1/predict", json={"features": [[1.0]]}).status_code == 409
+
+
+def test_weights_are_the_latest_checkpoint_file(store, tmp_path):
+    client = make_client(store)
+    missing = client.get("/v1/model/weights")
+    assert missing.status_code == 404 and "no checkpoint" in missing.json()["detail"]
+    path = tmp_path / "ckpt-3" / "model.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    store.set_checkpoint(str(path))
+    response = client.get("/v1/model/weights")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.content == path.read_bytes()
+    assert client.get("/v1/model").json()["checkpoint"] == str(path)
+    path.unlink()  # pruned between checkpoints: a 404 with a reason, not a 500
+    assert client.get("/v1/model/weights").status_code == 404
+
+
+def test_drift_lists_recent_events(client, trained):
+    body = client.get("/v1/drift").json()
+    assert body["events"] == [e.to_dict() for e in trained[0].drift_events]
+
+
+def test_admin_is_off_without_a_token(store):
+    called = []
+    client = make_client(store, token=None, admin={"reset": lambda: called.append(1) or {}})
+    response = client.post("/v1/model/reset", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 404 and "admin_token" in response.json()["detail"]
+    assert called == []
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {TOKEN}", TOKEN, "Bearer "])
+def test_admin_needs_the_right_bearer_token(store, header):
+    called = []
+    client = make_client(store, admin={"reset": lambda: called.append(1) or {"reset": True}})
+    headers = {} if header is None else {"Authorization": header}
+    response = client.post("/v1/model/reset", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert called == []
+
+
+def test_admin_actions_run_their_hooks(store):
+    calls = []
+    hooks = {
+        "reset": lambda: calls.append("reset") or {"reset": True, "model_version": 9},
+        "rollback": lambda: calls.append("rollback") or {"rolled_back": False, "model_version": 9},
+    }
+    client = make_client(store, admin=hooks)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/model/reset", headers=auth).json() == {"reset": True, "model_version": 9}
+    nothing = client.post("/v1/model/rollback", headers=auth)
+    assert nothing.status_code == 409 and "roll back" in nothing.json()["detail"]
+    assert calls == ["reset", "rollback"]
+
+
+def test_admin_timeout_is_reported_not_raised(store):
+    def slow() -> dict:
+        raise TimeoutError
+
+    response = make_client(store, admin={"reset": slow}).post(
+        "/v1/model/reset", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 503 and "retry" in response.json()["detail"]
+
+
+def test_metrics_endpoint_serves_the_given_registry(store):
+    metrics = Metrics()
+    metrics.samples.labels(outcome="embedded").inc(42)
+    response = make_client(store, registry=metrics.registry).get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'streamlearn_samples_total{outcome="embedded"} 42.0' in response.text
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = set(client.get("/openapi.json").json()["paths"])
+    assert paths >= {"/healthz", "/readyz", "/v1/model", "/v1/model/weights", "/v1/embed", "/v1/predict",
+                     "/v1/drift", "/v1/model/rollback", "/v1/model/reset", "/metrics"}
+    assert json.dumps(client.get("/openapi.json").json())  # serialisable as served

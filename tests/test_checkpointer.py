@@ -1,0 +1,100 @@
+"""Checkpoint cadence and ordering: the checkpoint is durable before its offsets are committed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamlearn import checkpoint
+from streamlearn.checkpointer import Checkpointer, restore
+from streamlearn.config import CheckpointSettings
+from streamlearn.learner import Learner
+from streamlearn.metrics import Metrics
+from streamlearn.snapshot_store import SnapshotStore
+
+
+class RecordingSource:
+    """A source whose commit checks what is on disk at that moment."""
+
+    def __init__(self, directory, offsets: dict[str, int]) -> None:
+        self.directory = directory
+        self.offsets = offsets
+        self.commits: list[tuple[dict, dict | None]] = []  # (committed, checkpoint offsets on disk then)
+
+    def positions(self) -> dict[str, int]:
+        return dict(self.offsets)
+
+    def commit(self, offsets) -> bool:
+        on_disk = None
+        if checkpoint.latest_path(self.directory) is not None:
+            on_disk = checkpoint.load(self.directory)[1].get("offsets")
+        self.commits.append((dict(offsets), on_disk))
+        return True
+
+
+def trained_learner() -> Learner:
+    rng = np.random.default_rng(0)
+    learner = Learner(seed=0, hidden_dim=16, embedding_dim=4, meta_every=8)
+    learner.process(rng.normal(size=(20, 3)).astype(np.float32), ["a", "b"] * 10)
+    return learner
+
+
+def make(tmp_path, offsets, clock=lambda: 0.0, **overrides):
+    settings = CheckpointSettings(dir=tmp_path / "ckpt", **{"every_samples": 100, "every_seconds": 10.0, **overrides})
+    source = RecordingSource(settings.dir, offsets)
+    metrics, store = Metrics(), SnapshotStore()
+    return Checkpointer(settings, source, metrics, store, clock=clock), source, metrics, store
+
+
+def test_offsets_are_committed_only_after_the_checkpoint_holding_them_is_on_disk(tmp_path):
+    cp, source, metrics, store = make(tmp_path, {"samples:0": 42, "samples:1": 7})
+    learner = trained_learner()
+    path = cp.checkpoint(learner)
+    assert source.commits == [({"samples:0": 42, "samples:1": 7}, {"samples:0": 42, "samples:1": 7})]
+    assert path == checkpoint.latest_path(tmp_path / "ckpt")
+    assert store.current().checkpoint_path == str(path)
+    assert metrics.registry.get_sample_value("streamlearn_checkpoint_duration_seconds_count") == 1
+    assert metrics.registry.get_sample_value("streamlearn_last_checkpoint_timestamp_seconds") > 0
+    restored, extra = restore(CheckpointSettings(dir=tmp_path / "ckpt"), fresh=lambda: pytest.fail("not fresh"))
+    assert extra["offsets"] == {"samples:0": 42, "samples:1": 7}
+    assert restored.model_version == learner.model_version
+
+
+def test_a_learner_without_a_model_only_commits(tmp_path):
+    cp, source, _, store = make(tmp_path, {"samples:0": 3})
+    assert cp.checkpoint(Learner(hidden_dim=8, embedding_dim=4)) is None
+    assert source.commits == [({"samples:0": 3}, None)]
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_cadence_by_samples_and_by_seconds(tmp_path):
+    now = [0.0]
+    cp, _, _, _ = make(tmp_path, {"samples:0": 1}, clock=lambda: now[0], every_samples=100, every_seconds=10.0)
+    assert not cp.due()
+    now[0] = 50.0
+    assert not cp.due()  # time passed, but nothing new to save
+    cp.note(99)
+    assert cp.due()  # ... and now there is
+    cp.checkpoint(trained_learner())
+    assert not cp.due()
+    cp.note(100)
+    assert cp.due()
+    cp.checkpoint(trained_learner())
+    cp.request()
+    assert cp.due()  # an admin action asks for one regardless of cadence
+
+
+def test_keep_prunes_old_checkpoints(tmp_path):
+    cp, _, _, _ = make(tmp_path, {"samples:0": 1}, keep=2)
+    learner = trained_learner()
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        learner.process(rng.normal(size=(8, 3)).astype(np.float32), ["a", "b"] * 4)
+        cp.checkpoint(learner)
+    assert len(list((tmp_path / "ckpt").glob("ckpt-*"))) == 2
+
+
+def test_restore_without_checkpoint_builds_a_fresh_learner(tmp_path):
+    fresh = Learner(hidden_dim=8, embedding_dim=4)
+    learner, extra = restore(CheckpointSettings(dir=tmp_path / "none"), fresh=lambda: fresh)
+    assert learner is fresh and extra == {}

@@ -1,0 +1,165 @@
+"""The daemon's Prometheus metrics: names, types, labels, and how learner state flows into them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamlearn.metrics import DEAD_LETTER_REASONS, SAMPLE_OUTCOMES, Metrics
+from streamlearn.schema import REJECTION_REASONS
+
+# name (as exposed, without _total/_bucket suffixes) -> (type, label names)
+EXPECTED = {
+    "streamlearn_samples": ("counter", {"outcome"}),
+    "streamlearn_dead_letters": ("counter", {"reason"}),
+    "streamlearn_meta_updates": ("counter", set()),
+    "streamlearn_model_version": ("gauge", set()),
+    "streamlearn_drift_events": ("counter", {"detector"}),
+    "streamlearn_prequential_accuracy": ("gauge", set()),
+    "streamlearn_loss": ("gauge", set()),
+    "streamlearn_update_duration_seconds": ("histogram", set()),
+    "streamlearn_end_to_end_latency_seconds": ("histogram", set()),
+    "streamlearn_consumer_lag": ("gauge", {"partition"}),
+    "streamlearn_checkpoint_duration_seconds": ("histogram", set()),
+    "streamlearn_last_checkpoint_timestamp_seconds": ("gauge", set()),
+    "streamlearn_model_info": ("gauge", {"n_features", "embedding_dim", "version"}),  # an Info, exposed as a gauge
+}
+
+
+def families(registry: CollectorRegistry) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+
+
+@dataclass
+class FakeEvent:
+    detector: str
+    sample_index: int
+    ts: float
+
+
+@dataclass
+class FakeLearner:
+    model_version: int = 0
+    last_loss: float | None = None
+    meta_updates: int = 0
+    drift_events: list = field(default_factory=list)
+
+
+def test_every_contract_metric_is_exposed_with_its_type_and_labels():
+    m = Metrics(CollectorRegistry())
+    m.set_model_info({"n_features": 8, "embedding_dim": 4, "version": "0.1.0"})
+    m.set_consumer_lag({0: 5})
+    m.drift_events.labels(detector="adwin").inc()
+    got = families(m.registry)
+    for name, (kind, labels) in EXPECTED.items():
+        assert name in got, f"{name} missing from /metrics"
+        assert got[name].type == kind, f"{name} is a {got[name].type}, expected {kind}"
+        label_names = {k for s in got[name].samples for k in s.labels if k != "le"}
+        assert labels <= label_names, f"{name} labels {label_names} lack {labels - label_names}"
+
+
+def test_counters_end_in_total_and_durations_are_in_seconds():
+    text = generate_latest(Metrics().registry).decode()
+    assert "streamlearn_samples_total{" in text
+    assert "streamlearn_dead_letters_total{" in text
+    assert "streamlearn_meta_updates_total " in text
+    assert "streamlearn_update_duration_seconds_bucket{" in text
+
+
+def test_labels_are_precreated_so_dashboards_see_zeroes():
+    r = Metrics().registry
+    for outcome in SAMPLE_OUTCOMES:
+        assert r.get_sample_value("streamlearn_samples_total", {"outcome": outcome}) == 0.0
+    for reason in REJECTION_REASONS:
+        assert reason in DEAD_LETTER_REASONS
+        assert r.get_sample_value("streamlearn_dead_letters_total", {"reason": reason}) == 0.0
+
+
+def test_registries_are_private_per_instance():
+    a, b = Metrics(), Metrics()
+    a.samples.labels(outcome="embedded").inc(7)
+    assert b.registry.get_sample_value("streamlearn_samples_total", {"outcome": "embedded"}) == 0.0
+
+
+def test_same_registry_twice_is_refused():
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError):
+        Metrics(registry)
+
+
+def test_prequential_accuracy_is_a_rolling_window_over_labeled_samples():
+    m = Metrics(accuracy_window=4)
+    m.record_correct([False, False, None, None])
+    assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 0.0
+    m.record_correct([True, True, True, True])  # pushes both misses out of the 4-wide window
+    assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 1.0
+    m.record_correct([False])
+    assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 0.75
+
+
+def test_rolling_accuracy_matches_a_batch_computation_at_every_step():
+    import random
+
+    rng = random.Random(0)
+    m = Metrics(accuracy_window=50)
+    seen: list[bool] = []
+    for _ in range(300):
+        ok = rng.random() < 0.7
+        m.record_correct([ok])
+        seen.append(ok)
+        window = seen[-50:]
+        assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == pytest.approx(
+            sum(window) / len(window))
+
+
+def test_observe_learner_counts_only_new_meta_steps_and_drift_events():
+    m = Metrics()
+    learner = FakeLearner(model_version=3, last_loss=0.5, meta_updates=10,
+                          drift_events=[FakeEvent("adwin", 5, 1.0)])
+    m.observe_learner(learner, baseline=True)  # restored from a checkpoint: history is not re-counted
+    r = m.registry
+    assert r.get_sample_value("streamlearn_meta_updates_total") == 0.0
+    assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "adwin"}) is None
+    assert r.get_sample_value("streamlearn_model_version") == 3.0
+    learner.meta_updates = 13
+    learner.drift_events.append(FakeEvent("adwin", 9, 2.0))
+    learner.drift_events.append(FakeEvent("numeric_fault", 9, 2.0))
+    learner.model_version = 4
+    m.observe_learner(learner)
+    m.observe_learner(learner)  # nothing new the second time
+    assert r.get_sample_value("streamlearn_meta_updates_total") == 3.0
+    assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "adwin"}) == 1.0
+    assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "numeric_fault"}) == 1.0
+    assert r.get_sample_value("streamlearn_model_version") == 4.0
+    learner.meta_updates = 1  # a reset: the counter must not go down
+    m.observe_learner(learner)
+    learner.meta_updates = 2
+    m.observe_learner(learner)
+    assert r.get_sample_value("streamlearn_meta_updates_total") == 4.0
+
+
+def test_loss_ignores_missing_and_non_finite_values():
+    m = Metrics()
+    m.observe_learner(FakeLearner(last_loss=0.25))
+    m.observe_learner(FakeLearner(last_loss=None))
+    m.observe_learner(FakeLearner(last_loss=float("nan")))
+    assert m.registry.get_sample_value("streamlearn_loss") == 0.25
+
+
+def test_model_info_labels_follow_the_model():
+    m = Metrics()
+    m.set_model_info({"n_features": None, "embedding_dim": 8, "version": "0.1.0"})
+    m.set_model_info({"n_features": 64, "embedding_dim": 8, "version": "0.1.0"})
+    assert m.registry.get_sample_value(
+        "streamlearn_model_info", {"n_features": "64", "embedding_dim": "8", "version": "0.1.0"}) == 1.0
+    assert m.registry.get_sample_value(
+        "streamlearn_model_info", {"n_features": "", "embedding_dim": "8", "version": "0.1.0"}) is None
+
+
+def test_accuracy_window_must_be_positive():
+    with pytest.raises(ValueError, match="accuracy_window"):
+        Metrics(accuracy_window=0)

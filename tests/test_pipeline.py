@@ -1,0 +1,151 @@
+"""The batch handler without a broker: decode, test-then-train, one output per record, flush once."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from .conftest import INVALID_LINES, N_FEATURES, blob_rows
+from streamlearn.config import Settings
+from streamlearn.kafka.protocols import Record
+from streamlearn.kafka.sink import MAX_REQUEST_BYTES
+from streamlearn.learner import Learner
+from streamlearn.metrics import Metrics
+from streamlearn.pipeline import PROCESSING_ERROR, BatchHandler
+
+TOPIC = "samples"
+
+
+class FakeSink:
+    """Records what would go to Kafka, and when flushes happened."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.flushes: list[int] = []  # number of messages sent when each flush happened
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    def flush(self) -> None:
+        self.flushes.append(len(self.sent))
+
+    def on(self, topic: str) -> list[tuple[bytes | None, dict]]:
+        return [(k, json.loads(v)) for t, k, v in self.sent if t == topic]
+
+
+def records(lines: list[bytes], start: int = 0, ts_ms: int = 1_700_000_000_000) -> list[Record]:
+    return [Record(TOPIC, 0, start + i, ts_ms, None, line) for i, line in enumerate(lines)]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(kafka={"samples_topic": TOPIC, "embeddings_topic": "emb", "dead_letter_topic": "dlq",
+                           "max_message_bytes": 10_000},
+                    learner={"hidden_dim": 32, "embedding_dim": 8, "batch_size": 32, "meta_every": 16})
+
+
+def small_learner() -> Learner:
+    return Learner(seed=0, hidden_dim=32, embedding_dim=8, meta_every=16)
+
+
+def test_one_embedding_per_valid_record_and_one_dead_letter_per_bad_one(settings):
+    rows = blob_rows(60)
+    lines = [json.dumps(r).encode() for r in rows]
+    bad_at = {}
+    for k, (raw, reason) in enumerate(INVALID_LINES):
+        bad_at[5 + 7 * k] = (raw.encode(), reason)
+        lines.insert(5 + 7 * k, raw.encode())
+    sink, metrics = FakeSink(), Metrics()
+    outcome = BatchHandler(settings, sink, metrics).handle(small_learner(), records(lines, start=100))
+
+    embeddings = sink.on("emb")
+    valid_offsets = [100 + i for i in range(len(lines)) if i not in bad_at]
+    expected_ids = [r.get("id") or f"{TOPIC}-0-{off}" for r, off in zip(rows, valid_offsets)]
+    assert [body["id"] for _, body in embeddings] == expected_ids  # input order, exactly once each
+    assert all(key == body["id"].encode() for key, body in embeddings)
+    assert [body["label"] for _, body in embeddings] == [r.get("label") for r in rows]
+    assert all(len(body["embedding"]) == 8 and isinstance(body["drift"], bool) for _, body in embeddings)
+    assert all(body["ts"] == 1_700_000_000.0 for _, body in embeddings)  # no event time: the Kafka timestamp
+
+    letters = sink.on("dlq")
+    assert [(b["offset"], b["reason"]) for _, b in letters] == [(100 + i, r) for i, (_, r) in sorted(bad_at.items())]
+    for _, body in letters:
+        assert base64.b64decode(body["raw"]) == bad_at[body["offset"] - 100][0]
+        assert body["topic"] == TOPIC and body["partition"] == 0 and body["detail"]
+
+    assert sink.flushes == [len(sink.sent)]  # one flush, after everything was queued
+    assert (outcome.records, outcome.embedded, outcome.rejected) == (len(lines), len(rows), len(INVALID_LINES))
+    assert outcome.learned == sum(r.get("label") is not None for r in rows)
+    r = metrics.registry
+    assert r.get_sample_value("streamlearn_samples_total", {"outcome": "embedded"}) == len(rows)
+    assert r.get_sample_value("streamlearn_samples_total", {"outcome": "rejected"}) == len(INVALID_LINES)
+    assert r.get_sample_value("streamlearn_samples_total", {"outcome": "learned"}) == outcome.learned
+    for reason, n in Counter(reason for _, reason in INVALID_LINES).items():
+        assert r.get_sample_value("streamlearn_dead_letters_total", {"reason": reason}) == n
+    assert r.get_sample_value("streamlearn_end_to_end_latency_seconds_count") == len(rows)
+    assert r.get_sample_value("streamlearn_update_duration_seconds_count") == 2  # 60 valid in chunks of 32
+
+
+def test_predictions_are_made_before_learning(settings):
+    rows = [{"id": f"x{i}", "features": [float(i % 2) * 10] * N_FEATURES, "label": ["lo", "hi"][i % 2]}
+            for i in range(6)]
+    sink = FakeSink()
+    BatchHandler(settings, sink, Metrics()).handle(small_learner(), records([json.dumps(r).encode() for r in rows]))
+    predictions = [body["prediction"] for _, body in sink.on("emb")]
+    assert predictions[0] is None  # nothing was known before the very first labeled sample
+    assert predictions[2:] == ["lo", "hi", "lo", "hi"]
+
+
+def test_the_first_valid_sample_fixes_an_unknown_dimension(settings):
+    lines = [b'{"features": [1, 2, 3]}', b'{"features": [1, 2, 3, 4]}', b'{"features": [4, 5, 6], "label": 1}']
+    sink = FakeSink()
+    learner = small_learner()
+    BatchHandler(settings, sink, Metrics()).handle(learner, records(lines))
+    assert [b["id"] for _, b in sink.on("emb")] == [f"{TOPIC}-0-0", f"{TOPIC}-0-2"]
+    assert [b["reason"] for _, b in sink.on("dlq")] == ["wrong_dimension"]
+    assert learner.n_features == 3
+
+
+def test_a_failing_learner_sends_its_batch_to_dead_letters_and_the_stream_goes_on(settings):
+    class Broken:
+        n_features = N_FEATURES
+        model_version = 7
+
+        def process(self, features, labels):
+            raise RuntimeError("boom")
+
+    lines = [json.dumps(r).encode() for r in blob_rows(5)] + [b"not json"]
+    sink, metrics = FakeSink(), Metrics()
+    outcome = BatchHandler(settings, sink, metrics).handle(Broken(), records(lines))
+    assert sink.on("emb") == []
+    letters = [b for _, b in sink.on("dlq")]
+    assert sorted(b["reason"] for b in letters) == ["not_json"] + [PROCESSING_ERROR] * 5
+    assert all("boom" in b["detail"] for b in letters if b["reason"] == PROCESSING_ERROR)
+    assert outcome.rejected == 6 and outcome.embedded == 0
+    assert metrics.registry.get_sample_value("streamlearn_dead_letters_total", {"reason": PROCESSING_ERROR}) == 5
+
+
+def test_an_oversized_record_is_dead_lettered_within_the_producer_limit(settings):
+    huge = b'{"features": [' + b"1," * 900_000 + b'1]}'
+    sink = FakeSink()
+    BatchHandler(settings, sink, Metrics()).handle(small_learner(), records([huge]))
+    [(topic, key, value)] = sink.sent
+    body = json.loads(value)
+    assert body["reason"] == "too_large" and "truncated" in body["detail"]
+    assert len(value) < MAX_REQUEST_BYTES
+    assert huge.startswith(base64.b64decode(body["raw"]))
+
+
+def test_event_time_drives_latency_and_the_output_ts(settings):
+    now = 1_800_000_000.0
+    row = {"id": "e", "features": [1.0] * N_FEATURES, "ts": now - 2.5}
+    sink, metrics = FakeSink(), Metrics()
+    handler = BatchHandler(settings, sink, metrics, clock=lambda: now)
+    handler.handle(small_learner(), records([json.dumps(row).encode()]))
+    assert sink.on("emb")[0][1]["ts"] == now - 2.5
+    assert metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_sum") == pytest.approx(2.5)
+    assert np.isclose(metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_count"), 1)

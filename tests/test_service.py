@@ -1,0 +1,189 @@
+"""The daemon's run loop with an in-memory source and sink (no broker): bounds, stop, checkpoint, restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from streamlearn import checkpoint
+from streamlearn.config import Settings
+from streamlearn.kafka.connection import offset_key
+from streamlearn.kafka.protocols import Record
+from streamlearn.kafka.sink import DeliveryError
+from streamlearn.service import Service
+
+from .conftest import blob_rows
+
+TOPIC = "mem.samples"
+
+
+class MemorySource:
+    """Serves a fixed list of records from one partition, tracking positions and commits like Kafka."""
+
+    instances: list[MemorySource] = []
+
+    def __init__(self, lines: list[bytes], kafka_settings, start_offsets=None) -> None:
+        self.records = [Record(TOPIC, 0, i, int(time.time() * 1000), None, v) for i, v in enumerate(lines)]
+        self.max_records = kafka_settings.poll_max_records
+        self.start_offsets = dict(start_offsets or {})
+        self.position = self.start_offsets.get(offset_key(TOPIC, 0), 0)
+        self.committed: list[dict] = []
+        self.closed = False
+        MemorySource.instances.append(self)
+
+    def poll(self, max_records=None):
+        limit = min(self.max_records, max_records or self.max_records)
+        batch = self.records[self.position:self.position + limit]
+        self.position += len(batch)
+        if not batch:
+            time.sleep(0.01)
+        return batch
+
+    def positions(self):
+        return {offset_key(TOPIC, 0): self.position}
+
+    def commit(self, offsets):
+        self.committed.append(dict(offsets))
+        return True
+
+    def is_assigned(self):
+        return True
+
+    def lag(self):
+        return {0: len(self.records) - self.position}
+
+    def close(self):
+        self.closed = True
+
+
+class MemorySink:
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.fail_after = fail_after
+        self.flushes = 0
+
+    def send(self, topic, key, value):
+        self.sent.append((topic, key, value))
+
+    def flush(self):
+        self.flushes += 1
+        if self.fail_after is not None and self.flushes > self.fail_after:
+            raise DeliveryError("broker gone")
+
+    def close(self):
+        pass
+
+    def ids(self, topic: str) -> list[str]:
+        return [json.loads(v)["id"] for t, _, v in self.sent if t == topic]
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(
+        kafka={"samples_topic": TOPIC, "embeddings_topic": "mem.emb", "dead_letter_topic": "mem.dlq",
+               "poll_max_records": 40},
+        api={"enabled": False},
+        checkpoint={"dir": tmp_path / "ckpt", "every_samples": 100, "every_seconds": 60.0},
+        learner={"hidden_dim": 32, "embedding_dim": 8, "batch_size": 32, "meta_every": 16},
+    )
+
+
+def lines(n: int, bad_every: int = 25) -> list[bytes]:
+    out = []
+    for i, row in enumerate(blob_rows(n)):
+        row["id"] = f"m{i}"
+        out.append(b"not json" if i % bad_every == bad_every - 1 else json.dumps(row).encode())
+    return out
+
+
+def service(settings, data, sink, **kwargs) -> Service:
+    return Service(settings, source_factory=lambda k, start_offsets=None: MemorySource(data, k, start_offsets),
+                   sink_factory=lambda k: sink, prepare_topics=lambda k: None, **kwargs)
+
+
+def test_count_bounds_the_run_and_the_final_checkpoint_is_committed(settings):
+    data, sink = lines(250), MemorySink()
+    assert service(settings, data, sink).run(count=130, timeout=60) == 0
+    source = MemorySource.instances[-1]
+    assert source.position == 130  # polls never overshoot the count
+    assert source.closed
+    assert source.committed[-1] == {offset_key(TOPIC, 0): 130}
+    learner, extra = checkpoint.load(settings.checkpoint.dir)
+    assert extra["offsets"] == source.committed[-1]
+    valid = [f"m{i}" for i in range(130) if i % 25 != 24]
+    assert sink.ids("mem.emb") == valid
+    assert sum(1 for t, _, _ in sink.sent if t == "mem.dlq") == 130 - len(valid)
+    assert learner.samples_seen == len(valid)
+    assert len(source.committed) == 2  # one checkpoint on cadence (100 records), one at the end
+
+
+def test_restart_resumes_from_the_checkpoint_offsets_with_the_saved_model(settings):
+    data = lines(200)
+    first = service(settings, data, MemorySink())
+    first.run(count=120, timeout=60)
+    saved_version = first.learner.model_version
+    sink = MemorySink()
+    second = service(settings, data, sink)
+    second.run(count=80, timeout=60)
+    source = MemorySource.instances[-1]
+    assert source.start_offsets == {offset_key(TOPIC, 0): 120}
+    assert sink.ids("mem.emb")[0] == "m120"
+    assert second.learner.model_version >= saved_version
+    assert checkpoint.load(settings.checkpoint.dir)[1]["offsets"] == {offset_key(TOPIC, 0): 200}
+
+
+def test_a_stop_request_finishes_cleanly_and_checkpoints(settings):
+    stop = threading.Event()
+    svc = service(settings, lines(60), MemorySink(), stop_event=stop)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(svc.run(timeout=60)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while svc.consumed < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(30)
+    assert not thread.is_alive() and result == [0]
+    assert MemorySource.instances[-1].committed[-1] == {offset_key(TOPIC, 0): 60}
+    assert checkpoint.load(settings.checkpoint.dir)[1]["offsets"] == {offset_key(TOPIC, 0): 60}
+
+
+def test_timeout_bounds_an_idle_run(settings):
+    started = time.monotonic()
+    assert service(settings, [], MemorySink()).run(timeout=0.5) == 0
+    assert time.monotonic() - started < 10
+    assert MemorySource.instances[-1].committed == []  # nothing consumed, nothing to commit
+
+
+def test_a_delivery_failure_stops_the_daemon_without_committing_the_failed_batch(settings):
+    sink = MemorySink(fail_after=3)  # batches of 40: the checkpoint at 120 is fine, the 4th batch is lost
+    with pytest.raises(DeliveryError):
+        service(settings, lines(200), sink).run(timeout=60)
+    source = MemorySource.instances[-1]
+    assert source.committed == [{offset_key(TOPIC, 0): 120}]
+    assert checkpoint.load(settings.checkpoint.dir)[1]["offsets"] == {offset_key(TOPIC, 0): 120}
+    assert source.closed
+
+
+def test_admin_commands_run_on_the_loop_thread(settings):
+    stop = threading.Event()
+    svc = service(settings, lines(60), MemorySink(), stop_event=stop)
+    thread = threading.Thread(target=lambda: svc.run(timeout=60))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while svc.consumed < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen_threads: list = []
+        answer = svc.control.call(lambda: seen_threads.append(threading.current_thread()) or 7, timeout=10)
+        assert answer == 7 and seen_threads == [thread]
+        before = svc.learner.model_version
+        assert svc._admin_hooks()["reset"]()["model_version"] > before
+        assert svc.store.current().samples_seen == 0
+    finally:
+        stop.set()
+        thread.join(30)
+    assert checkpoint.load(settings.checkpoint.dir)[0].samples_seen == 0  # the reset was checkpointed
