@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 from streamlearn.errors import CheckpointError
 from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
-from streamlearn.repair import Concept
+from streamlearn.concepts import Concept
 
 __all__ = ["FORMAT", "MODEL_FILE", "latest_path", "load", "save"]
 

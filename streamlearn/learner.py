@@ -12,11 +12,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from streamlearn.drift import DriftEvent, DriftMonitor, change_point
+from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
     ClassMemory, ClassRegistry, Encoder, Label, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead, Teacher,
 )
-from streamlearn.repair import Concept, ConceptLibrary, choose_repair, prequential_accuracy
+from streamlearn.concepts import Concept, ConceptLibrary
+from streamlearn.repair import RepairMixin
 from streamlearn.snapshot import ModelSnapshot, embed_with, predict_with
 
 __all__ = ["BatchResult", "Learner"]
@@ -24,12 +25,7 @@ __all__ = ["BatchResult", "Learner"]
 logger = logging.getLogger(__name__)
 
 _RECENT = 256  # labeled samples kept to judge and repair a drift
-_SNAPSHOT_EVERY = 200  # labeled samples between "last good" snapshots of a stable concept
-_PLASTIC_SAMPLES = 300  # labeled samples of raised learning rate after a new concept appears
-_PLASTICITY = 3.0
 _HEAD_RATE = 0.02  # update rate of the running accuracy of each head
-_CONFIDENT_WINDOW = 40  # post-change samples that make a repair decision final
-_RECHECK = 25  # labeled samples after a low-confidence "keep" before judging again
 
 
 @dataclass(frozen=True)
@@ -43,7 +39,7 @@ class BatchResult:
     correct: list[bool | None]
 
 
-class Learner:
+class Learner(RepairMixin):
     """Meta-learned encoder + prototype head, kept up to date by test-then-train on mini-batches.
 
     Every batch costs one forward pass for its embeddings; every ``meta_every`` labeled samples
@@ -336,96 +332,3 @@ class Learner:
                                              "sample": self.samples_seen, "model_version": self.model_version})
 
     # --------------------------------------------------------------- repair
-    def _maybe_snapshot(self) -> None:
-        """Keep the last good state of the live concept: teacher, rollback target and library entry."""
-        if self._since_drift < 100 or self._since_snapshot < _SNAPSHOT_EVERY or len(self._recent) < 100:
-            return
-        acc = float(np.mean([ok for _, _, ok in list(self._recent)[-100:]]))
-        if self._good is not None and self._good.concept_id == self._concept_id and acc < self._good.accuracy - 0.05:
-            return
-        self._since_snapshot = 0
-        self._good = Concept.capture(self._concept_id, self.encoder, self.head, self.memory, acc, self.model_version)
-        self.library.put(self._good)
-        if self.distill_weight > 0:
-            self.teacher = Teacher(self.encoder, self.model_version)
-
-    def _repair(self, detector: str) -> bool:
-        """Handle a detected rise of the error; returns True when the encoder weights changed."""
-        recent = list(self._recent)
-        k = change_point(np.array([not ok for _, _, ok in recent]))
-        window = recent[-k:]
-        raw = np.stack([x for x, _, _ in window])
-        wx = self.normalizer.transform(raw)
-        wy = np.array([y for _, y, _ in window])
-        scores = {"keep": float(np.mean([ok for _, _, ok in window]))}
-        scores["reestimate"] = prequential_accuracy(self.encoder, self._empty_head(), wx, wy)
-        for concept in self.library:
-            head = self._empty_head()
-            head.load_state(concept.head_state)
-            scores[f"restore:{concept.concept_id}"] = prequential_accuracy(concept.encoder(self.encoder), head, wx, wy)
-        action = choose_repair(scores)
-        logger.info("repair chosen", extra={"window": k, "action": action,
-                                            "scores": {a: round(v, 3) for a, v in scores.items()}})
-        self._since_drift = 0
-        self._recheck_in = 0
-        if action == "keep":
-            # A short window is weak evidence: look again once more of the new data is in.
-            self._recheck_in = _RECHECK if k < _CONFIDENT_WINDOW and detector != "recheck" else 0
-            self._record(detector, "keep")
-            return False
-        self.monitor = DriftMonitor(delta=self.drift_delta)
-        if action == "reestimate":
-            self._reestimate(wx, wy)
-            changed = False
-        else:
-            self._restore(self.library.get(int(action.split(":")[1])))
-            changed = True
-        self._bump()
-        self._record(detector, action)
-        self._learn_window(raw, wx, wy)
-        self._embed_memory()
-        return changed
-
-    def _empty_head(self) -> PrototypeHead:
-        return PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
-
-    def _reestimate(self, wx: np.ndarray, wy: np.ndarray) -> None:
-        """A new concept: start its prototypes and memory from the window, and learn fast for a while.
-
-        Every class is cleared, not just those in the window, because the scores that chose
-        this action were computed from an empty head (a class the window lacks reappears with
-        one example).
-        """
-        self.head = self._empty_head()
-        self.memory = ClassMemory(self._n_features, self.memory_per_class)
-        self._concept_id, self._next_concept_id = self._next_concept_id, self._next_concept_id + 1
-        self._plastic_left = _PLASTIC_SAMPLES
-        self.meta.set_plasticity(_PLASTICITY)
-
-    def _restore(self, concept: Concept) -> None:
-        """A known concept is back: its encoder, prototypes and memory replace the live ones."""
-        self.encoder.load_state_dict(concept.encoder_state)
-        self.head.load_state(concept.head_state)
-        self.memory.load_state(concept.memory_state)
-        self.meta = self._meta_step()
-        self._concept_id = concept.concept_id
-        self._plastic_left = 0
-        self.library.touch(concept.concept_id)
-        self.teacher = Teacher(self.encoder, self.model_version) if self.distill_weight > 0 else None
-
-    @torch.no_grad()
-    def _learn_window(self, raw: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> None:
-        """The post-change window belongs to the concept now live: put it in memory and prototypes."""
-        z = self.encoder(torch.from_numpy(wx)).numpy()
-        for xi, zi, slot in zip(raw, z, wy):
-            self.head.update(int(slot), zi)
-            self.memory.add(int(slot), xi)
-
-    def rollback(self) -> bool:
-        """Restore the last good snapshot; False when there is none yet."""
-        if self._good is None:
-            return False
-        self._restore(self._good)
-        self._embed_memory()
-        self._bump()
-        return True

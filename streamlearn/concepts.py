@@ -1,0 +1,77 @@
+"""Known concepts: frozen good states of the model, kept so a recurring concept is restored, not relearned."""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["Concept", "ConceptLibrary"]
+
+
+@dataclass
+class Concept:
+    """A known-good state of the model for one concept: encoder weights, prototypes and memory."""
+
+    concept_id: int
+    encoder_state: dict[str, torch.Tensor]
+    head_state: dict[str, np.ndarray]
+    memory_state: dict[str, np.ndarray]
+    accuracy: float
+    model_version: int
+
+    @classmethod
+    def capture(cls, concept_id: int, encoder: nn.Module, head, memory, accuracy: float, model_version: int) -> "Concept":
+        """Copy the live parts into a frozen concept."""
+        state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+        return cls(concept_id, state, head.state(), memory.state(), accuracy, model_version)
+
+    def encoder(self, template: nn.Module) -> nn.Module:
+        """A new encoder module (same architecture as ``template``) holding this concept's weights."""
+        enc = copy.deepcopy(template)
+        enc.load_state_dict(self.encoder_state)
+        return enc.eval()
+
+
+class ConceptLibrary:
+    """Bounded store of concepts, least recently used evicted, so recurring concepts are restored, not relearned.
+
+    >>> lib = ConceptLibrary(capacity=2)
+    >>> for i in range(3):
+    ...     lib.put(Concept(i, {}, {}, {}, 0.9, i))
+    >>> [c.concept_id for c in lib]
+    [1, 2]
+    """
+
+    def __init__(self, capacity: int = 8):
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        self.capacity = capacity
+        self._concepts: OrderedDict[int, Concept] = OrderedDict()
+
+    def put(self, concept: Concept) -> None:
+        """Store (or refresh) a concept; the newest version of a concept replaces the older."""
+        if self.capacity == 0:
+            return
+        self._concepts.pop(concept.concept_id, None)
+        self._concepts[concept.concept_id] = concept
+        while len(self._concepts) > self.capacity:
+            self._concepts.popitem(last=False)
+
+    def touch(self, concept_id: int) -> None:
+        """Mark a concept as just used."""
+        if concept_id in self._concepts:
+            self._concepts.move_to_end(concept_id)
+
+    def get(self, concept_id: int) -> Concept | None:
+        return self._concepts.get(concept_id)
+
+    def __iter__(self):
+        return iter(list(self._concepts.values()))
+
+    def __len__(self) -> int:
+        return len(self._concepts)
