@@ -175,6 +175,8 @@ def run_fewshot(sizes: Sizes, seed: int, batch_size: int) -> dict:
             "streamlearn (Learner.embed)": learner.embed,
             "fine-tune encoder (plain online SGD)": tuned.embed,
             "raw features, standardized": lambda A: (A - mean) / std,
+            # Same-unit features (pixels) can do better unscaled; both are shown so neither flatters us.
+            "raw features, unscaled": lambda A: np.asarray(A, dtype=np.float64),
             "random encoder (untrained)": random_embed,
         }
         scores = {}
