@@ -86,20 +86,25 @@ class KafkaSource:
 
     # -- Source protocol -----------------------------------------------------------------------
     def poll(self, max_records: int | None = None) -> list[Record]:
-        """Return up to ``max_records`` records, waiting at most ``poll_timeout_ms`` for them to arrive."""
+        """Return up to ``max_records`` records, waiting at most ``poll_timeout_ms`` for them to arrive.
+
+        Returns as soon as records are there (plus whatever is already fetched,
+        up to the limit): under a backlog batches are full, at a low rate they
+        are small and a sample waits for one batch, not for ``poll_timeout_ms``.
+        """
         limit = self.max_records if max_records is None else max(1, min(max_records, self.max_records))
         deadline = time.monotonic() + self.timeout_s
         out: list = []
         while True:
-            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            batch = self._consumer.poll(timeout_ms=remaining_ms, max_records=limit - len(out))
+            wait_ms = 0 if out else max(0, int((deadline - time.monotonic()) * 1000))
+            batch = self._consumer.poll(timeout_ms=wait_ms, max_records=limit - len(out))
             if batch:
                 with self._lock:
                     for tp, records in batch.items():
                         if records:
                             out.extend(records)
                             self._positions[tp] = records[-1].offset + 1
-            if len(out) >= limit or remaining_ms == 0 or not batch:
+            if len(out) >= limit or not batch or wait_ms == 0:
                 return out
 
     def positions(self) -> dict[str, int]:
