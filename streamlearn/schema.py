@@ -18,6 +18,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _json_string  # C speedup; same as json.dumps(s, ensure_ascii=False)
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -92,17 +93,13 @@ class EmbeddingRecord:
         >>> EmbeddingRecord("a", np.array([0.25, -1], dtype=np.float32), None, "x", 3, False, 1.5).to_json()
         b'{"id":"a","embedding":[0.25,-1.0],"prediction":null,"label":"x","model_version":3,"drift":false,"ts":1.5}'
         """
-        return _dumps(
-            {
-                "id": self.id,
-                "embedding": _FloatList(self.embedding),
-                "prediction": self.prediction,
-                "label": self.label,
-                "model_version": int(self.model_version),
-                "drift": bool(self.drift),
-                "ts": self.ts,
-            }
-        )
+        # One record per published sample: written in one f-string (no dict, no json.dumps per field).
+        return (
+            f'{{"id":{_scalar(self.id)},"embedding":{encode_floats(self.embedding)},'
+            f'"prediction":{_scalar(self.prediction)},"label":{_scalar(self.label)},'
+            f'"model_version":{int(self.model_version)},"drift":{"true" if self.drift else "false"},'
+            f'"ts":{_scalar(self.ts)}}}'
+        ).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -160,21 +157,48 @@ def encode_floats(values: Sequence[float] | np.ndarray) -> str:
     return "[" + ",".join(map(str, array)) + "]"
 
 
+def _scalar(value: Any) -> str:
+    """Compact JSON text for one value, as json.dumps would write it, without its per-call cost for scalars.
+
+    Same output and errors as ``json.dumps(value, separators=(",", ":"),
+    allow_nan=False, ensure_ascii=False)``.
+
+    >>> [_scalar(v) for v in ("é", None, True, 7, 1.5, [1])]
+    ['"é"', 'null', 'true', '7', '1.5', '[1]']
+    """
+    kind = type(value)
+    if kind is str:
+        return _json_string(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    # Anything else (NaN, subclasses, containers) gets json's own handling and errors.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
 def _dumps(body: dict[str, Any]) -> bytes:
     """Compact JSON for a flat dict whose vector values are _FloatList markers."""
     parts = []
     for key, value in body.items():
-        if isinstance(value, _FloatList):
-            text = encode_floats(value.values)
-        else:
-            text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        parts.append(f"{json.dumps(key)}:{text}")
+        text = encode_floats(value.values) if isinstance(value, _FloatList) else _scalar(value)
+        parts.append(f"{_json_string(key)}:{text}")
     return ("{" + ",".join(parts) + "}").encode("utf-8")
 
 
 def _is_number(value: Any) -> bool:
     # bool is an int subclass in Python, but `true` is not a number in a sample.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# json.loads makes exactly these types for JSON numbers (never bool, which is excluded on purpose).
+_NUMBER_TYPES = frozenset((int, float))
+# Smallest magnitude that rounds to infinity in float32 (2**128 - 2**103, a tie that rounds to even = inf).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 def decode_sample(raw: bytes, *, default_id: str, n_features: int | None, max_bytes: int) -> Sample:
@@ -245,20 +269,23 @@ def _decode_features(obj: dict[str, Any], n_features: int | None) -> np.ndarray:
         raise SchemaError("invalid_features", f"features must be an array of numbers, got {_json_type(values)}")
     if not values:
         raise SchemaError("invalid_features", "features must not be empty")
-    for index, value in enumerate(values):
-        if not _is_number(value):
-            raise SchemaError("invalid_features", f"features[{index}] is {_json_type(value)}, not a number")
+    # Whole-vector checks first (one pass in C each); the element loops below run only to name a bad value.
+    if not _NUMBER_TYPES.issuperset(map(type, values)):
+        for index, value in enumerate(values):
+            if not _is_number(value):
+                raise SchemaError("invalid_features", f"features[{index}] is {_json_type(value)}, not a number")
     try:
-        with np.errstate(over="ignore"):  # overflow becomes inf, reported as non_finite below
-            array = np.array(values, dtype=np.float32)
+        exact = np.array(values, dtype=np.float64)  # exact for JSON floats; ints round as float32 would
     except OverflowError as exc:  # an integer too large for a float
         raise SchemaError("non_finite", f"features contain a value too large to represent: {exc}") from exc
-    finite = np.isfinite(array)
-    if not finite.all():
+    if not np.abs(exact).max() < _FLOAT32_OVERFLOW:  # also False for NaN
+        with np.errstate(over="ignore"):  # overflow becomes inf: that is what we report
+            finite = np.isfinite(exact.astype(np.float32))
         index = int(np.argmin(finite))
         raise SchemaError("non_finite", f"features[{index}] is {values[index]!r}, not a finite float32")
-    if n_features is not None and array.shape[0] != n_features:
-        raise SchemaError("wrong_dimension", f"expected {n_features} features, got {array.shape[0]}")
+    if n_features is not None and exact.shape[0] != n_features:
+        raise SchemaError("wrong_dimension", f"expected {n_features} features, got {exact.shape[0]}")
+    array = exact.astype(np.float32)
     array.flags.writeable = False
     return array
 
