@@ -16,16 +16,16 @@ PIP_ARGS ?=
 BIN   := .venv/bin
 STAMP := $(VENV)/.streamlearn-setup
 
-# Demo inputs/outputs (a later issue turns `make demo` into the Kafka daemon).
-DEMO_DATA   := $(BUILD)/demo.jsonl
-DEMO_REPORT := $(BUILD)/demo-report.json
-DEMO_PREDS  := $(BUILD)/demo-predictions.jsonl
-DEMO_MODEL  := $(BUILD)/demo-model
+# `make demo` settings (see deploy/demo/demo): KAFKA_PORT (default 9092, or the next free one),
+# DEMO_API_PORT (default 8080, or a free one), DEMO_RATE samples/s, DEMO_COUNT samples.
+export DEMO_DIR ?= $(BUILD)/demo
+# `make bench-throughput SAMPLES=200000` for a shorter run (default 1,000,000).
+SAMPLES ?=
 
-.PHONY: help setup test demo bench stop clean
+.PHONY: help setup test demo bench bench-throughput kafka stop clean
 
 help:  ## list targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 setup:  ## create/update the venv (idempotent; ~1 s when nothing changed) and link it as .venv
 	@if [ ! -x "$(VENV)/bin/python" ]; then \
@@ -50,18 +50,20 @@ setup:  ## create/update the venv (idempotent; ~1 s when nothing changed) and li
 test: setup  ## run all tests, doctests included
 	$(BIN)/python -m pytest
 
-demo: setup  ## replay the built-in demo stream offline and print the report
-	@mkdir -p $(BUILD)
-	$(BIN)/python -m streamlearn.streams $(DEMO_DATA)
-	$(BIN)/streamlearn replay $(DEMO_DATA) --report $(DEMO_REPORT) \
-	  --predictions $(DEMO_PREDS) --save-model $(DEMO_MODEL)
-	@cat $(DEMO_REPORT)
+demo: setup  ## local Kafka + the daemon in the background, fed the demo stream, with a live summary (~1 min)
+	@deploy/demo/demo start
 
 bench: setup  ## run the quality benchmark (prints a table)
 	$(BIN)/python benchmarks/quality.py
 
-stop:  ## stop background services started by this clone (nothing yet)
-	@echo "stop: nothing is running from this clone"
+bench-throughput: setup  ## daemon vs raw Kafka throughput, latency at 1,000/s, memory (~10 min; SAMPLES=N)
+	$(BIN)/python benchmarks/throughput.py $(if $(SAMPLES),--samples $(SAMPLES))
+
+kafka:  ## start the local Kafka broker (KAFKA_PORT, default 9092); prints its address
+	@deploy/kafka/kafka-local start
+
+stop:  ## stop the daemon `make demo` started, and its Kafka broker if it started one (idempotent)
+	@deploy/demo/demo stop
 
 clean:  ## remove build outputs and caches in the clone (keeps the shared venv)
 	rm -rf $(BUILD) .pytest_cache .hypothesis *.egg-info
