@@ -24,6 +24,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from streamlearn.schema import PROCESSING_ERROR, REJECTION_REASONS
+
 __all__ = ["Metrics", "SAMPLE_OUTCOMES", "DEAD_LETTER_REASONS"]
 
 logger = logging.getLogger(__name__)
@@ -32,18 +34,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_OUTCOMES = ("embedded", "learned", "unlabeled", "rejected")
 
 #: Dead-letter reasons known up front (schema reasons plus the daemon's own), pre-created at 0.
-DEAD_LETTER_REASONS = (
-    "too_large",
-    "not_json",
-    "not_object",
-    "missing_features",
-    "invalid_features",
-    "non_finite",
-    "wrong_dimension",
-    "invalid_label",
-    "invalid_field",
-    "processing_error",
-)
+DEAD_LETTER_REASONS = (*REJECTION_REASONS, PROCESSING_ERROR)
 
 # Latency from event time to publication spans sub-millisecond (a local broker) to minutes (a backlog).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

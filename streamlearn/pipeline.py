@@ -22,14 +22,12 @@ from streamlearn.errors import SchemaError
 from streamlearn.kafka.protocols import Record, Sink
 from streamlearn.kafka.sink import MAX_REQUEST_BYTES
 from streamlearn.metrics import Metrics
-from streamlearn.schema import DeadLetter, EmbeddingRecord, Sample, decode_sample
+from streamlearn.schema import PROCESSING_ERROR, DeadLetter, EmbeddingRecord, Sample, decode_sample
 
 __all__ = ["BatchHandler", "BatchOutcome", "PROCESSING_ERROR"]
 
 logger = logging.getLogger(__name__)
 
-#: Dead-letter reason for valid samples of a batch the learner raised on.
-PROCESSING_ERROR = "processing_error"
 
 # Base64 grows 4/3; leave room for the other dead-letter fields under the producer's size limit.
 _MAX_RAW_BYTES = (MAX_REQUEST_BYTES - 16_384) * 3 // 4

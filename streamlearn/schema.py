@@ -34,6 +34,7 @@ __all__ = [
     "decode_sample",
     "encode_floats",
     "peek_id",
+    "PROCESSING_ERROR",
 ]
 
 Label = Union[str, int]
@@ -49,6 +50,9 @@ REJECTION_REASONS: tuple[str, ...] = (
     "invalid_label",
     "invalid_field",
 )
+
+#: Dead-letter reason for valid samples of a batch the learner raised on (the daemon's, not a schema rejection).
+PROCESSING_ERROR = "processing_error"
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn import checkpoint
+from tests.integration.support import free_port, wait_for
 from streamlearn.config import Settings
 from streamlearn.metrics import Metrics
 from streamlearn.produce import produce_main
@@ -44,11 +44,6 @@ BAD = [
     (b"", "not_json"),
 ]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def valid_rows(n: int) -> list[dict]:
@@ -92,15 +87,6 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = WAI
     finally:
         consumer.close()
 
-
-def wait_for(predicate, what: str, timeout_s: float = WAIT_S, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f}s waiting for {what}"
-        time.sleep(every_s)
 
 
 def metric_values(text: str) -> dict[tuple[str, tuple], float]:

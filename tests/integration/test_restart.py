@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamlearn import checkpoint
+from tests.integration.support import free_port, wait_for
 from streamlearn.config import KafkaSettings
 from streamlearn.kafka import ensure_topics
 
@@ -36,20 +36,6 @@ RATE = 200.0  # samples/s: the stream is still flowing when the daemon is stoppe
 WAIT_S = 120.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, what: str, timeout_s: float = WAIT_S, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f}s waiting for {what}"
-        time.sleep(every_s)
 
 
 def produce_paced(bootstrap: str, topic: str, errors: list) -> None:
