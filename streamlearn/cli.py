@@ -14,10 +14,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from streamlearn import __version__
 from streamlearn.config import LOG_LEVELS, Settings, load_settings
+from streamlearn.argtypes import int_at_least, positive_float
 from streamlearn.errors import ConfigError, StreamlearnError, UsageError
 from streamlearn.logging_setup import configure_logging
 
@@ -34,30 +35,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Turn argparse's complaint into a UsageError naming the subcommand."""
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
-    return value
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,22 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--predictions", type=Path, metavar="OUT.jsonl", help="one prediction line per input line")
     rep.add_argument("--report", type=Path, metavar="OUT.json", help="JSON summary of the run")
     rep.add_argument("--save-model", type=Path, metavar="DIR", help="save the final model here")
-    rep.add_argument("--seed", type=_int_at_least(0), metavar="N", help="override learner.seed")
+    rep.add_argument("--seed", type=int_at_least(0), metavar="N", help="override learner.seed")
     rep.set_defaults(handler=_cmd_replay)
 
     emb = commands.add_parser("embed", parents=[common], help="embed a JSONL file with a saved model")
     emb.add_argument("--model", type=Path, metavar="DIR", required=True, help="saved model or checkpoint directory")
     emb.add_argument("input", type=Path, metavar="FILE.jsonl")
     emb.add_argument("--output", type=Path, metavar="OUT.jsonl", help="write here instead of stdout")
-    emb.add_argument("--batch-size", type=_int_at_least(1), default=256, metavar="N", help="samples per batch")
+    emb.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N", help="samples per batch")
     emb.set_defaults(handler=_cmd_embed)
 
     prod = commands.add_parser("produce", parents=[common, config], help="feed the samples topic")
     prod.add_argument("input", type=Path, metavar="FILE.jsonl", nargs="?", help="JSONL file to send")
     prod.add_argument("--demo", action="store_true", help="send the built-in demo stream instead of a file")
-    prod.add_argument("--rate", type=_positive_float, metavar="N",
+    prod.add_argument("--rate", type=positive_float, metavar="N",
                       help="samples per second (default: as fast as possible)")
-    prod.add_argument("--count", type=_int_at_least(1), metavar="N", help="stop after N samples")
+    prod.add_argument("--count", type=int_at_least(1), metavar="N", help="stop after N samples")
     prod.set_defaults(handler=_cmd_produce)
     return parser
 

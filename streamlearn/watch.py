@@ -28,6 +28,7 @@ from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamlearn.argtypes import int_at_least, positive_float
 from streamlearn.errors import StreamlearnError
 
 __all__ = ["DaemonStatus", "WatchError", "fetch_status", "format_line", "main", "watch"]
@@ -176,33 +177,13 @@ def watch(base_url: str, *, duration_s: float, interval_s: float = 2.0, until_sa
     return 0 if answered else 1
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     """Entry point of ``python -m streamlearn.watch``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m streamlearn.watch", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the daemon's API (default {DEFAULT_URL})")
-    parser.add_argument("--duration", type=_positive, default=60.0, metavar="S", help="stop after S seconds")
-    parser.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between lines")
-    parser.add_argument("--until-samples", type=_count, metavar="N",
+    parser.add_argument("--duration", type=positive_float, default=60.0, metavar="S", help="stop after S seconds")
+    parser.add_argument("--interval", type=positive_float, default=2.0, metavar="S", help="seconds between lines")
+    parser.add_argument("--until-samples", type=int_at_least(0), metavar="N",
                         help="stop early once the daemon has consumed N records in total")
     args = parser.parse_args(argv)  # bad arguments: argparse's one-line message and exit status 2
     try:

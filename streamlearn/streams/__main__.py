@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from streamlearn.argtypes import int_at_least
 from streamlearn.streams.demo import DEMO_SIZE, demo_stream
 from streamlearn.streams.jsonl import write_jsonl
 
@@ -24,23 +25,13 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, write the demo stream, and return the exit status (0, 1 or 2)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     parser = _Parser(prog="python -m streamlearn.streams", description="Write the demo sample stream as JSONL.")
     parser.add_argument("output", help="JSONL file to write")
-    parser.add_argument("--n", type=_non_negative, default=DEMO_SIZE, help="number of samples (default %(default)s)")
-    parser.add_argument("--seed", type=_non_negative, default=0, help="random seed (default %(default)s)")
+    parser.add_argument("--n", type=int_at_least(0), default=DEMO_SIZE, help="number of samples (default %(default)s)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default %(default)s)")
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
