@@ -139,3 +139,14 @@ def test_anchor_keeps_weights_near_their_initial_values():
         return sum(float((p.detach() - initial[n]).pow(2).sum()) for n, p in enc.named_parameters())
 
     assert moved(anchored) < 0.5 * moved(free)
+
+
+def test_one_absurd_record_does_not_wreck_the_scale():
+    rng = np.random.default_rng(0)
+    s = OnlineStandardizer(3)
+    s.update(rng.normal(0, 1, (500, 3)))
+    before = s.var.copy()
+    s.update(np.full((1, 3), 1e30))
+    s.update(rng.normal(0, 1, (100, 3)))
+    np.testing.assert_allclose(s.var, before, rtol=0.5)
+    assert np.abs(s.transform(np.array([[1.0, -1.0, 0.5]]))).max() > 0.3

@@ -6,6 +6,8 @@ import numpy as np
 
 __all__ = ["OnlineStandardizer"]
 
+_ROBUST_AFTER = 32  # samples before outliers are clipped while updating (the scale must exist first)
+
 
 class OnlineStandardizer:
     """Running mean/variance per feature; ``transform`` maps features to clipped z-scores.
@@ -62,6 +64,11 @@ class OnlineStandardizer:
         n = x.shape[0]
         if n == 0:
             return
+        if self.count >= _ROBUST_AFTER:
+            # One absurd (but finite) record must not wreck the scale for millions of samples:
+            # values beyond the clip range of the current statistics count as if at its edge.
+            reach = self.clip / self._inv_std32.astype(np.float64)
+            x = np.clip(x, self.mean - reach, self.mean + reach)
         batch_mean = x.mean(axis=0)
         batch_var = x.var(axis=0)
         total = self.count + n
