@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from streamlearn.drift import DriftEvent
 from streamlearn.errors import CheckpointError
 from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
@@ -147,6 +148,7 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     for name in ("model_version", "samples_seen", "labeled_seen", "meta_updates", "last_loss", "last_update"):
         setattr(learner, name, meta[name])
     learner._rng.bit_generator.state = meta["rng"]
+    learner.drift_events.extend(DriftEvent(**event) for event in meta["drift_events"])
     return learner
 
 
@@ -169,7 +171,9 @@ def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int
     arrays, meta = to_state(learner)
     meta["extra"] = extra or {}
     meta["saved_at"] = time.time()
-    name = f"ckpt-{learner.model_version:010d}-{learner.samples_seen:012d}"
+    # Unique even when nothing was learned since the last save (e.g. a batch of rejects), so the
+    # checkpoint LATEST points to is never replaced in place.
+    name = f"ckpt-{learner.model_version:010d}-{learner.samples_seen:012d}-{time.time_ns():020d}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.tmp-{os.getpid()}"
@@ -179,10 +183,13 @@ def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int
         with open(tmp / MODEL_FILE, "rb") as fh:
             os.fsync(fh.fileno())
         final = directory / name
-        shutil.rmtree(final, ignore_errors=True)
+        _fsync_dir(tmp)
         os.replace(tmp, final)
         pointer = directory / f".{LATEST}.tmp-{os.getpid()}"
-        pointer.write_text(name + "\n")
+        with open(pointer, "w") as fh:
+            fh.write(name + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(pointer, directory / LATEST)
         _fsync_dir(directory)
     except OSError as exc:
@@ -200,7 +207,11 @@ def _prune(directory: Path, keep: int) -> None:
 
 
 def latest_path(directory: Path) -> Path | None:
-    """The model file a checkpoint directory, a saved model, or a file path refers to (None if absent)."""
+    """The model file a checkpoint directory, a saved model, or a file path refers to (None if absent).
+
+    If ``LATEST`` is missing or dangling (a crash at the wrong moment, a hand edit) the newest
+    complete ``ckpt-*`` folder is used, so a restart never silently starts from scratch.
+    """
     directory = Path(directory)
     if directory.is_file():
         return directory
@@ -211,6 +222,11 @@ def latest_path(directory: Path) -> Path | None:
         candidate = directory / pointer.read_text().strip() / MODEL_FILE
         if candidate.is_file():
             return candidate
+    complete = sorted(p / MODEL_FILE for p in directory.glob("ckpt-*") if (p / MODEL_FILE).is_file())
+    if complete:
+        logger.warning("LATEST is missing or dangling; using the newest complete checkpoint",
+                       extra={"path": str(complete[-1])})
+        return complete[-1]
     return None
 
 

@@ -68,3 +68,18 @@ def test_load_errors_are_checkpoint_errors(tmp_path):
 def test_saving_an_untrained_learner_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="not seen a sample"):
         checkpoint.save(tmp_path, Learner())
+
+
+def test_saving_twice_without_learning_keeps_latest_valid_and_drift_history(tmp_path, trained):
+    first = checkpoint.save(tmp_path, trained)
+    second = checkpoint.save(tmp_path, trained)  # nothing learned in between: same version, same count
+    assert first != second and first.is_file() and second.is_file()
+    loaded, _ = checkpoint.load(tmp_path)
+    assert [e.to_dict() for e in loaded.drift_events] == [e.to_dict() for e in trained.drift_events]
+
+
+def test_a_dangling_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path, trained):
+    path = checkpoint.save(tmp_path, trained)
+    (tmp_path / "LATEST").write_text("ckpt-gone\n")
+    assert checkpoint.latest_path(tmp_path) == path
+    assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
