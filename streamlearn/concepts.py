@@ -30,6 +30,14 @@ class Concept:
         state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
         return cls(concept_id, state, head.state(), memory.state(), accuracy, model_version)
 
+    def forget_slot(self, slot: int) -> None:
+        """Drop one class slot's prototypes and memory (its label was evicted and the slot reused)."""
+        for state, flags in ((self.head_state, ("active", "counts")), (self.memory_state, ("count", "next"))):
+            for key in flags:
+                if key in state and slot < len(state[key]):
+                    state[key] = state[key].copy()
+                    state[key][slot] = 0
+
     def encoder(self, template: nn.Module) -> nn.Module:
         """A new encoder module (same architecture as ``template``) holding this concept's weights."""
         enc = copy.deepcopy(template)

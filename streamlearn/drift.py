@@ -81,7 +81,7 @@ class DriftMonitor:
         self._n_error = 0
 
     def reset_embedding(self) -> None:
-        """Restart the embedding detector (the embedding space itself changed, e.g. after repair)."""
+        """Restart the embedding detector (when the embedding space itself was replaced)."""
         self._embedding = drift.PageHinkley(threshold=self.ph_threshold, mode="up", min_instances=self.warmup)
 
     def update_error(self, error: float) -> str | None:

@@ -251,11 +251,12 @@ class Learner(RepairMixin):
             correct.append(ok)
             y, _, evicted = self.registry.slot_for(label)
             if evicted is not None:
-                self.head.clear(y)
-                self.memory.clear(y)
+                self._forget_slot(y)
+                if votes is not None:
+                    votes[i + 1 :][votes[i + 1 :] == y] = -1
             self.head.update(y, z[i], missed=slot != known)
             self.memory.add(y, x[i])
-            self._recent.append((x[i], y, ok))
+            self._recent.append((x[i].copy(), y, ok))  # a copy: a view would pin the caller's batch
             self.labeled_seen += 1
             self._since_meta += 1
             self._since_drift += 1
@@ -297,8 +298,11 @@ class Learner(RepairMixin):
             sx, sy, qx, qy = episode
             loss = self.meta.step((self.normalizer.transform(sx), sy, self.normalizer.transform(qx), qy), teacher)
             if loss is None:
-                self._numeric_fault()
-                return True
+                if self._numeric_fault():
+                    return True  # rolled back (prototypes refitted, version bumped)
+                if not losses:
+                    return False
+                break  # no snapshot to go back to: keep the steps that did succeed, consistently
             losses.append(loss)
         self.meta_updates += len(losses)
         self.last_loss = float(np.mean(losses))
@@ -321,9 +325,22 @@ class Learner(RepairMixin):
         for slot in np.unique(slots):
             self.head.refit(int(slot), z[slots == slot])
 
-    def _numeric_fault(self) -> None:
+    def _numeric_fault(self) -> bool:
+        """Roll back after a non-finite loss; False when there was no snapshot to roll back to."""
         logger.error("numeric fault in the meta step: rolling back", extra={"model_version": self.model_version})
-        self._record("numeric_fault", "rollback" if self.rollback() else "skip")
+        rolled = self.rollback()
+        self._record("numeric_fault", "rollback" if rolled else "skip")
+        return rolled
+
+    def _forget_slot(self, slot: int) -> None:
+        """An evicted class's slot is reused: nothing of the old class may survive under the new label."""
+        self.head.clear(slot)
+        self.memory.clear(slot)
+        kept = [entry for entry in self._recent if entry[1] != slot]
+        self._recent.clear()
+        self._recent.extend(kept)
+        for concept in [*self.library, *([self._good] if self._good is not None else [])]:
+            concept.forget_slot(slot)
 
     def _record(self, detector: str, action: str) -> None:
         event = DriftEvent(detector, self.samples_seen, self.model_version, time.time(), action)

@@ -107,7 +107,8 @@ class RepairMixin:
         self._bump()
         self._record(detector, action)
         self._learn_window(raw, wx, wy)
-        self._embed_memory()
+        # Prototypes (and the neighbour vote) from memory under today's standardisation.
+        self._refit_prototypes()
         return changed
 
     def _empty_head(self) -> PrototypeHead:
@@ -150,6 +151,7 @@ class RepairMixin:
         if self._good is None:
             return False
         self._restore(self._good)
-        self._embed_memory()
+        self._refit_prototypes()
+        self.monitor = DriftMonitor(delta=self.drift_delta)  # statistics of the model rolled away from
         self._bump()
         return True

@@ -190,3 +190,19 @@ def test_neighbour_vote_takes_over_when_classes_are_made_of_several_clusters():
     test = centres[[0, 1, 2, 3]]
     assert with_vote.predict(test)[0] == ["even", "even", "odd", "odd"]
     assert with_vote.snapshot().predict(test)[0] == ["even", "even", "odd", "odd"]
+
+
+def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():
+    learner = Learner(seed=0, max_classes=2, **SMALL)
+    x, labels = blobs(1200, n_classes=2)
+    run(learner, x, labels)
+    assert learner._good is not None
+    slot = learner.registry.slot_of(0)
+    newcomer = (np.random.default_rng(1).normal(0, 0.3, (1, 8)) + 30).astype(np.float32)
+    run(learner, x[:50][np.array(labels[:50]) == 1], [1] * int(np.sum(np.array(labels[:50]) == 1)))
+    learner.process(newcomer, ["new"])  # 0 was seen longest ago: it is evicted
+    assert learner.registry.slot_of(0) is None and learner.registry.slot_of("new") == slot
+    assert learner.memory.count(slot) == 1
+    assert all(y != slot or np.allclose(xr, newcomer[0]) for xr, y, _ in learner._recent)
+    for concept in [*learner.library, learner._good]:
+        assert not concept.head_state["active"][slot].any() and concept.memory_state["count"][slot] == 0
