@@ -212,8 +212,11 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
         try:
             result = hook()
         except TimeoutError as exc:
-            raise _error(503, f"{name} did not run in time (the learner is busy); retry",
-                         headers={"Retry-After": "1"}) from exc
+            raise _error(503, f"{name} did not run in time (the learner is busy); it may still be applied, "
+                              "check GET /v1/model before retrying", headers={"Retry-After": "1"}) from exc
+        except Exception as exc:  # the action itself failed: say so, never a bare 500
+            logger.error("admin action failed", extra={"action": name, "error": f"{type(exc).__name__}: {exc}"})
+            raise _error(503, f"{name} failed: {type(exc).__name__}: {exc}") from exc
         logger.info("admin action", extra={"action": name, "result": result})
         return result
 

@@ -212,6 +212,15 @@ def test_admin_timeout_is_reported_not_raised(store):
     assert response.status_code == 503 and "retry" in response.json()["detail"]
 
 
+def test_a_failing_admin_action_is_a_503_with_its_reason_not_a_500(store):
+    def broken() -> dict:
+        raise RuntimeError("disk full")
+
+    response = make_client(store, admin={"reset": broken}).post(
+        "/v1/model/reset", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 503 and "disk full" in response.json()["detail"]
+
+
 def test_metrics_endpoint_serves_the_given_registry(store):
     metrics = Metrics()
     metrics.samples.labels(outcome="embedded").inc(42)
