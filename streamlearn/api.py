@@ -20,6 +20,7 @@ import hmac
 import logging
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field, StrictFloat
 
 from streamlearn import __version__
+from streamlearn.checkpoint import EXPORT_FILE
 from streamlearn.config import Settings
 from streamlearn.snapshot_store import ModelState, SnapshotStore
 
@@ -159,13 +161,17 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
             raise _error(409, "model not ready: no model has been loaded yet")
         return _model_info(state)
 
-    @app.get("/v1/model/weights", summary="The latest checkpoint (safetensors with JSON metadata)",
+    @app.get("/v1/model/weights", summary="The latest model for inference (safetensors with JSON metadata)",
              response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
     def weights() -> Response:
         state = store.current()
         path = None if state is None else state.checkpoint_path
         if path is None:
             raise _error(404, "no checkpoint has been written yet")
+        # The inference-only export beside the checkpoint: the full checkpoint holds raw training
+        # samples (replay memory) that must not leave the service.
+        export = Path(path).with_name(EXPORT_FILE)
+        path = export if export.is_file() else path
         try:
             with open(path, "rb") as fh:  # read whole: a pruned file must not fail mid-response
                 body = fh.read()

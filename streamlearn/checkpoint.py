@@ -21,12 +21,15 @@ from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
 from streamlearn.concepts import Concept
 
-__all__ = ["FORMAT", "MODEL_FILE", "latest_path", "load", "save"]
+__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "latest_path", "load", "save"]
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "streamlearn/1"
 MODEL_FILE = "model.safetensors"
+#: The inference-only copy written beside each checkpoint: no raw samples, no optimiser, no concepts.
+EXPORT_FILE = "export.safetensors"
+_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.", "head_accuracy")
 LATEST = "LATEST"
 _COUNTERS = ("since_meta", "since_drift", "since_snapshot", "plastic_left", "recheck_in", "concept_id", "next_concept_id")
 
@@ -117,18 +120,20 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
         raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     learner = Learner(meta["n_features"], **meta["hyperparameters"])
     learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "encoder").items()})
-    learner._initial = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "initial").items()}
-    learner.meta = learner._meta_step()
+    if _part(arrays, "initial"):  # absent from an export: the seed rebuilds the same initial weights
+        learner._initial = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "initial").items()}
+        learner.meta = learner._meta_step()
     learner.normalizer.load_state(_part(arrays, "normalizer"))
     learner.head = PrototypeHead(learner.embedding_dim, per_class=learner.prototypes_per_class)
     learner.head.load_state(_part(arrays, "head"))
     learner.memory = ClassMemory(learner.n_features, learner.memory_per_class)
-    learner.memory.load_state(_part(arrays, "memory"))
+    if _part(arrays, "memory"):
+        learner.memory.load_state(_part(arrays, "memory"))
     learner.registry.load_state(meta["registry"])
     if learner.vote is not None:
         learner.vote.load_state(_part(arrays, "vote"))
     learner.head_accuracy = arrays["head_accuracy"].copy()
-    if meta.get("teacher_version") is not None:
+    if meta.get("teacher_version") is not None and _part(arrays, "teacher"):
         learner.teacher = Teacher(learner.encoder, meta["teacher_version"])
         learner.teacher.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "teacher").items()})
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -179,9 +184,12 @@ def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int
         tmp = directory / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(arrays, str(tmp / MODEL_FILE), metadata={"streamlearn": json.dumps(meta)})
-        with open(tmp / MODEL_FILE, "rb") as fh:
-            os.fsync(fh.fileno())
+        export = {k: v for k, v in arrays.items() if k.startswith(_EXPORT_PREFIXES)}
+        export_meta = dict(meta, library=[], good=None, teacher_version=None, portable=True)
+        for filename, tensors, header in ((MODEL_FILE, arrays, meta), (EXPORT_FILE, export, export_meta)):
+            save_file(tensors, str(tmp / filename), metadata={"streamlearn": json.dumps(header)})
+            with open(tmp / filename, "rb") as fh:
+                os.fsync(fh.fileno())
         final = directory / name
         _fsync_dir(tmp)
         os.replace(tmp, final)

@@ -165,6 +165,15 @@ def test_weights_are_the_latest_checkpoint_file(store, tmp_path):
     assert client.get("/v1/model/weights").status_code == 404
 
 
+def test_weights_serve_the_inference_export_when_the_checkpoint_has_one(store, tmp_path):
+    path = tmp_path / "ckpt-4" / "model.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(b"full checkpoint with replay memory")
+    path.with_name("export.safetensors").write_bytes(b"inference-only export")
+    store.set_checkpoint(str(path))
+    assert make_client(store).get("/v1/model/weights").content == b"inference-only export"
+
+
 def test_drift_lists_recent_events(client, trained):
     body = client.get("/v1/drift").json()
     assert body["events"] == [e.to_dict() for e in trained[0].drift_events]

@@ -83,3 +83,16 @@ def test_a_dangling_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path
     (tmp_path / "LATEST").write_text("ckpt-gone\n")
     assert checkpoint.latest_path(tmp_path) == path
     assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
+
+
+def test_the_export_beside_each_checkpoint_predicts_the_same_without_raw_samples(tmp_path, trained):
+    path = checkpoint.save(tmp_path, trained)
+    export = path.with_name(checkpoint.EXPORT_FILE)
+    raw = export.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert not [k for k in header if k.startswith(("memory.", "recent.", "library.", "good.", "optim."))]
+    assert len(raw) < path.stat().st_size
+    served, _ = checkpoint.load(export)
+    x, _ = blobs(200, seed=11)
+    np.testing.assert_array_equal(served.embed(x), trained.embed(x))
+    assert served.predict(x)[0] == trained.predict(x)[0]
