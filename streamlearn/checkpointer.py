@@ -9,6 +9,7 @@ last checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -25,13 +26,14 @@ __all__ = ["Checkpointer", "restore"]
 logger = logging.getLogger(__name__)
 
 
-def restore(settings: CheckpointSettings, fresh: Callable[[], Any]) -> tuple[Any, dict]:
+def restore(settings: CheckpointSettings, fresh: Callable[[], Any], learner_settings: Any = None) -> tuple[Any, dict]:
     """The learner to start with: the latest checkpoint in ``settings.dir`` if there is one, else ``fresh()``.
 
     Returns ``(learner, extra)``; ``extra["offsets"]`` (``"topic:partition"`` ->
     next offset) says where the restored model stopped. A checkpoint that
     exists but cannot be read raises CheckpointError rather than silently
-    starting over.
+    starting over. With ``learner_settings``, a warning names every configured
+    hyperparameter that differs from the restored model's (the checkpoint's win).
     """
     from streamlearn import checkpoint  # heavy (torch); imported when the daemon starts
 
@@ -39,9 +41,25 @@ def restore(settings: CheckpointSettings, fresh: Callable[[], Any]) -> tuple[Any
         logger.info("no checkpoint found; starting a fresh model", extra={"dir": str(settings.dir)})
         return fresh(), {}
     learner, extra = checkpoint.load(Path(settings.dir))
+    if learner_settings is not None:
+        _warn_on_changed_settings(learner_settings, learner)
     logger.info("restored checkpoint", extra={"dir": str(settings.dir), "model_version": learner.model_version,
                                               "offsets": extra.get("offsets", {})})
     return learner, dict(extra or {})
+
+
+def _warn_on_changed_settings(configured: Any, restored: Any) -> None:
+    """A restored model keeps the hyperparameters it was trained with; say so when the config now differs."""
+    changed = {
+        name: {"configured": getattr(configured, name), "checkpoint": getattr(restored, name)}
+        for name in inspect.signature(type(restored)).parameters
+        if hasattr(configured, name)
+        if getattr(configured, name, None) is not None and getattr(configured, name) != getattr(restored, name)
+    }
+    if changed:
+        logger.warning("learner settings differ from the checkpoint's; the checkpoint's are used "
+                       "(move or delete the checkpoint directory to start a model with the new ones)",
+                       extra={"differences": changed})
 
 
 class Checkpointer:

@@ -75,7 +75,7 @@ class Service:
         with ExitStack() as stack:
             stack.callback(self._unfreeze_gc)
             self.prepare_topics(s.kafka)
-            self.learner, extra = restore(s.checkpoint, lambda: Learner.from_settings(s.learner))
+            self.learner, extra = restore(s.checkpoint, lambda: Learner.from_settings(s.learner), s.learner)
             self.metrics.observe_learner(self.learner, baseline=True)
             self._publish(force=True)
             self.store.set_checkpoint(_latest_checkpoint(s))

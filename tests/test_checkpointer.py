@@ -98,3 +98,24 @@ def test_restore_without_checkpoint_builds_a_fresh_learner(tmp_path):
     fresh = Learner(hidden_dim=8, embedding_dim=4)
     learner, extra = restore(CheckpointSettings(dir=tmp_path / "none"), fresh=lambda: fresh)
     assert learner is fresh and extra == {}
+
+
+def test_restore_warns_when_configured_learner_settings_differ(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from streamlearn import checkpoint
+    from streamlearn.checkpointer import restore
+    from streamlearn.config import CheckpointSettings, LearnerSettings
+    from streamlearn.learner import Learner
+
+    trained = Learner(seed=1, hidden_dim=16, embedding_dim=4)
+    trained.process(np.zeros((2, 3), np.float32), [0, 1])
+    checkpoint.save(tmp_path, trained)
+    with caplog.at_level(logging.WARNING):
+        learner, _ = restore(CheckpointSettings(dir=tmp_path), lambda: None,
+                             LearnerSettings(seed=2, hidden_dim=16, embedding_dim=4))
+    assert learner.seed == 1
+    [record] = [r for r in caplog.records if "differ" in r.getMessage()]
+    assert record.differences == {"seed": {"configured": 2, "checkpoint": 1}}
