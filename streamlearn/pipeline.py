@@ -1,9 +1,11 @@
 """One pass over a polled batch: decode and validate, test-then-train, publish embeddings and dead letters.
 
 This is steps 1-2 of DESIGN.md §1 for a whole batch at once: one
-``learner.process`` per chunk of ``learner.batch_size`` valid samples (the
-chunking replay uses too, so offline and online runs learn alike), messages
-queued without waiting, and one flush at the end. Bad records and batches the
+``learner.process`` per chunk of at most ``learner.batch_size`` valid samples
+(replay uses the same bound, but a poll may bring fewer records, so batch
+edges, and with them the exact predictions, can differ between a replay and
+the daemon on the same stream), messages queued without waiting, and one
+flush at the end. Bad records and batches the
 learner fails on go to the dead-letter topic; nothing is dropped silently.
 """
 
@@ -116,7 +118,8 @@ class BatchHandler:
                 extra={"first": _where(first), "last": _where(last), "n": len(chunk),
                        "model_version": learner.model_version},
             )
-            detail = f"learner failed on this sample's batch: {exc.__class__.__name__}: {exc}"
+            detail = (f"learner failed on this sample's batch (it may have learned from the samples before "
+                      f"the failure): {exc.__class__.__name__}: {exc}")
             for record, _ in chunk:
                 self._dead_letter(record, PROCESSING_ERROR, detail, learner.model_version)
             return False
