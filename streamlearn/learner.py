@@ -18,7 +18,7 @@ from streamlearn.model import (
 )
 from streamlearn.concepts import Concept, ConceptLibrary
 from streamlearn.repair import RepairMixin
-from streamlearn.snapshot import ModelSnapshot, embed_with, predict_with
+from streamlearn.snapshot import ModelSnapshot, embed_with, encode, predict_with
 
 __all__ = ["BatchResult", "Learner"]
 
@@ -224,8 +224,7 @@ class Learner(RepairMixin):
             raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
         self.normalizer.update(x)
         xn = self.normalizer.transform(x)
-        with torch.no_grad():
-            z = self.encoder(torch.from_numpy(xn)).numpy()
+        z = encode(self.encoder, xn)
         votes = self.vote.predict(z) if self.vote is not None and self.vote.ready else None
         preds: list[Label | None] = []
         drift: list[bool] = []
@@ -272,8 +271,7 @@ class Learner(RepairMixin):
             if detector is not None:
                 drifted = True
                 if self._repair(detector) and i + 1 < len(x):
-                    with torch.no_grad():
-                        z[i + 1 :] = self.encoder(torch.from_numpy(xn[i + 1 :])).numpy()
+                    z[i + 1 :] = encode(self.encoder, xn[i + 1 :])
                 if votes is not None:
                     votes[i + 1 :] = self.vote.predict(z[i + 1 :]) if self.vote.ready else -1
             drift.append(drifted)
@@ -310,11 +308,10 @@ class Learner(RepairMixin):
         self._bump()
         return True
 
-    @torch.no_grad()
     def _embed_memory(self) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of every sample in memory (and their class slots); refreshes the neighbour vote."""
         xs, slots = self.memory.all_samples()
-        z = self.encoder(torch.from_numpy(self.normalizer.transform(xs))).numpy() if len(xs) else xs[:, :0]
+        z = encode(self.encoder, self.normalizer.transform(xs)) if len(xs) else xs[:, :0]
         if self.vote is not None:
             self.vote.fit(z, slots)
         return z, slots

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 from torch import nn
 
 from streamlearn.concepts import Concept
 from streamlearn.drift import DriftMonitor, change_point
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
+from streamlearn.snapshot import encode
 
 __all__ = ["RepairMixin", "choose_repair", "prequential_accuracy"]
 
@@ -23,14 +23,13 @@ _CONFIDENT_WINDOW = 40  # post-change samples that make a repair decision final
 _RECHECK = 25  # labeled samples after a low-confidence "keep" before judging again
 
 
-@torch.no_grad()
 def prequential_accuracy(encoder: nn.Module, head: PrototypeHead, x: np.ndarray, slots: np.ndarray) -> float:
     """Test-then-train accuracy of ``encoder`` + ``head`` on standardised ``x`` with class ``slots``.
 
     ``head`` is updated in place (pass a copy). Every candidate repair is scored this way on
     the same post-change window, so they are compared on data none of them has learned from.
     """
-    z = encoder(torch.from_numpy(x)).numpy()
+    z = encode(encoder, x)
     correct = 0
     for zi, slot in zip(z, slots):
         pred, _, _ = head.nearest(zi)
@@ -138,10 +137,9 @@ class RepairMixin:
         self.library.touch(concept.concept_id)
         self.teacher = Teacher(self.encoder, self.model_version) if self.distill_weight > 0 else None
 
-    @torch.no_grad()
     def _learn_window(self, raw: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> None:
         """The post-change window belongs to the concept now live: put it in memory and prototypes."""
-        z = self.encoder(torch.from_numpy(wx)).numpy()
+        z = encode(self.encoder, wx)
         for xi, zi, slot in zip(raw, z, wy):
             self.head.update(int(slot), zi)
             self.memory.add(int(slot), xi)

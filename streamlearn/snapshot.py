@@ -15,14 +15,18 @@ from streamlearn.model.neighbours import NeighbourVote
 from streamlearn.model.normalizer import OnlineStandardizer
 from streamlearn.model.prototypes import PrototypeHead
 
-__all__ = ["ModelSnapshot", "embed_with", "predict_with"]
+__all__ = ["ModelSnapshot", "embed_with", "encode", "predict_with"]
 
 
 @torch.no_grad()
+def encode(encoder: nn.Module, standardised: np.ndarray) -> np.ndarray:
+    """Embeddings (n, e) float32 of already standardised inputs: one forward pass, no gradients."""
+    return encoder(torch.from_numpy(standardised)).numpy()
+
+
 def embed_with(encoder: nn.Module, normalizer: OnlineStandardizer, features: np.ndarray) -> np.ndarray:
     """Embeddings (n, e) float32 of raw ``features`` (n, d): standardise, then one forward pass."""
-    x = normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
-    return encoder(torch.from_numpy(x)).numpy()
+    return encode(encoder, normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1)))
 
 
 def predict_with(
