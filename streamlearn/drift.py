@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from river import drift
+from river import drift, stats
 from river.drift import binary
 
 __all__ = ["DriftEvent", "DriftMonitor", "change_point"]
@@ -49,6 +49,25 @@ def change_point(errors: np.ndarray, min_size: int = 5) -> int:
     return int(k[int(np.argmax(score))])
 
 
+class _Mean(stats.Mean):
+    """river's running mean with a direct copy: HDDM_A copies its mean at most samples, and
+    river's generic ``clone`` (signature inspection plus deepcopy) cost more than the test itself."""
+
+    def clone(self, new_params: dict | None = None, include_attributes: bool = False) -> "_Mean":
+        copy = _Mean()
+        if include_attributes:
+            copy.n, copy._mean = self.n, self._mean
+        return copy
+
+
+class _HDDMA(binary.HDDMA):
+    """river's HDDM_A, unchanged except that its running means are :class:`_Mean`."""
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._x_min, self._x_max, self._z = _Mean(), _Mean(), _Mean()
+
+
 class DriftMonitor:
     """Feeds per-sample signals to river detectors and says when the stream has changed.
 
@@ -76,7 +95,7 @@ class DriftMonitor:
 
     def _reset(self) -> None:
         self._error = drift.ADWIN(delta=self.delta, clock=4)
-        self._fast = binary.HDDMA(drift_confidence=self.delta / 2)
+        self._fast = _HDDMA(drift_confidence=self.delta / 2)
         self.reset_embedding()
         self._n_error = 0
 

@@ -103,19 +103,20 @@ class ClassMemory:
         if len(eligible) < 2:
             return None
         chosen = rng.choice(eligible, size=min(ways, len(eligible)), replace=False)
-        sx, sy, qx, qy = [], [], [], []
-        for k, slot in enumerate(chosen):
-            n = self.count(slot)
-            # Split what the class has between support and query, keeping at least one of each.
-            n_s = max(1, min(shots, n - 1))
-            n_q = max(1, min(queries, n - n_s))
-            idx = rng.permutation(n)[: n_s + n_q]
-            rows = self._data[slot, idx]
-            sx.append(rows[:n_s])
-            qx.append(rows[n_s:])
-            sy.append(np.full(n_s, k, dtype=np.int64))
-            qy.append(np.full(n_q, k, dtype=np.int64))
-        return np.concatenate(sx), np.concatenate(sy), np.concatenate(qx), np.concatenate(qy)
+        counts = self._count[chosen]
+        # Split what each class has between support and query, keeping at least one of each.
+        n_s = np.maximum(1, np.minimum(shots, counts - 1))
+        n_q = np.maximum(1, np.minimum(queries, counts - n_s))
+        # One random order per class over its filled entries (empty entries sort last).
+        keys = rng.random((len(chosen), self.per_class))
+        keys[np.arange(self.per_class)[None, :] >= counts[:, None]] = np.inf
+        order = np.argsort(keys, axis=1)
+        position = np.arange(self.per_class)[None, :]
+        support = position < n_s[:, None]
+        query = (position >= n_s[:, None]) & (position < (n_s + n_q)[:, None])
+        rows = self._data[chosen[:, None], order]
+        classes = np.broadcast_to(np.arange(len(chosen))[:, None], order.shape)
+        return rows[support], classes[support], rows[query], classes[query]
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays for checkpoints."""
