@@ -226,12 +226,14 @@ class Learner(RepairMixin):
         xn = self.normalizer.transform(x)
         z = encode(self.encoder, xn)
         votes = self.vote.predict(z) if self.vote is not None and self.vote.ready else None
+        # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
+        dists = self.head.class_distances(z)
         preds: list[Label | None] = []
         drift: list[bool] = []
         versions: list[int] = []
         correct: list[bool | None] = []
         for i, label in enumerate(labels):
-            slot, dist, _ = self.head.nearest(z[i])
+            slot, dist = self.head.pick(dists[i])
             voted = int(votes[i]) if votes is not None else -1
             chosen = voted if voted >= 0 and self.head_accuracy[1] > self.head_accuracy[0] else slot
             preds.append(self.registry.label_of(chosen) if chosen >= 0 else None)
@@ -254,6 +256,10 @@ class Learner(RepairMixin):
                 if votes is not None:
                     votes[i + 1 :][votes[i + 1 :] == y] = -1
             self.head.update(y, z[i], missed=slot != known)
+            if self.head.capacity == dists.shape[1]:
+                self.head.refresh(dists[i + 1 :], z[i + 1 :], y)
+            else:  # the head grew: a new matrix for the rest of the batch
+                dists = self._distances_after(z, i)
             self.memory.add(y, x[i])
             self._recent.append((x[i].copy(), y, ok))  # a copy: a view would pin the caller's batch
             self.labeled_seen += 1
@@ -272,6 +278,7 @@ class Learner(RepairMixin):
                 drifted = True
                 if self._repair(detector) and i + 1 < len(x):
                     z[i + 1 :] = encode(self.encoder, xn[i + 1 :])
+                dists = self._distances_after(z, i)  # repair may have changed any class
                 if votes is not None:
                     votes[i + 1 :] = self.vote.predict(z[i + 1 :]) if self.vote.ready else -1
             drift.append(drifted)
@@ -280,6 +287,11 @@ class Learner(RepairMixin):
             self._embed_memory()  # the vote must see this batch's samples even without a meta step
         self._maybe_snapshot()
         return BatchResult(z, preds, drift, versions, correct)
+
+    def _distances_after(self, z: np.ndarray, i: int) -> np.ndarray:
+        """A batch distance matrix recomputed for the rows after ``i`` (rows up to ``i`` are done with)."""
+        rest = self.head.class_distances(z[i + 1 :])
+        return np.concatenate([np.full((i + 1, rest.shape[1]), np.inf), rest])
 
     def _learn(self) -> bool:
         """Take the meta steps the labeled samples have earned; True when the encoder changed."""

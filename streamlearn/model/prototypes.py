@@ -63,9 +63,42 @@ class PrototypeHead:
         if protos.shape[0] == 0:
             return np.full((z.shape[0], 0), np.inf)
         d = (z * z).sum(1, keepdims=True) - 2.0 * z @ protos.T + (protos * protos).sum(1)
-        d = np.maximum(d, 0.0).reshape(z.shape[0], -1, self.per_class)
+        d = np.maximum(d, 0.0).reshape(z.shape[0], self._protos.shape[0], self.per_class)
         d = np.where(self._active[None], d, np.inf)
         return d.min(axis=2)
+
+    @property
+    def capacity(self) -> int:
+        """Number of class slots the distance matrices of :meth:`class_distances` have."""
+        return self._protos.shape[0]
+
+    def refresh(self, distances: np.ndarray, z: np.ndarray, slot: int) -> None:
+        """Recompute column ``slot`` of ``distances`` (= ``class_distances(z)``) after that class changed.
+
+        A batch computes its distance matrix once; each learned sample moves one class, so only
+        that column needs updating for the samples still to be predicted.
+
+        >>> head = PrototypeHead(embedding_dim=1)
+        >>> head.update(0, np.array([0.0])); head.update(1, np.array([3.0]))
+        >>> z = np.array([[1.0], [2.0]]); d = head.class_distances(z)
+        >>> head.update(1, np.array([1.0]))  # class 1 moves to 2.0
+        >>> head.refresh(d, z, 1); np.array_equal(d, head.class_distances(z))
+        True
+        """
+        if len(z) == 0:
+            return
+        protos = self._protos[slot]
+        d = np.maximum((z * z).sum(1, keepdims=True) - 2.0 * z @ protos.T + (protos * protos).sum(1), 0.0)
+        distances[:, slot] = np.where(self._active[slot][None], d, np.inf).min(axis=1)
+
+    @staticmethod
+    def pick(distances: np.ndarray) -> tuple[int, float]:
+        """``(slot, squared distance)`` of the nearest class in one row of distances; slot -1 if none."""
+        if distances.size == 0:
+            return -1, float("inf")
+        slot = int(distances.argmin())
+        dist = float(distances[slot])
+        return (slot, dist) if dist != float("inf") else (-1, dist)
 
     def nearest(self, z: np.ndarray) -> tuple[int, float, np.ndarray]:
         """``(slot, squared distance, distances to all slots)`` for one embedding; slot -1 if no class."""
@@ -84,6 +117,11 @@ class PrototypeHead:
         """
         self._ensure(slot)
         active = self._active[slot]
+        if self.per_class == 1 and active[0]:  # the common case, without the multi-prototype bookkeeping
+            count = self._counts[slot, 0] = self._counts[slot, 0] + 1.0
+            proto = self._protos[slot, 0]
+            proto += max(1.0 / count, self.min_rate) * (z - proto)
+            return
         if not active.any():
             self._protos[slot, 0] = z
             self._counts[slot, 0] = 1.0
