@@ -224,6 +224,9 @@ def decode_sample(raw: bytes, *, default_id: str, n_features: int | None, max_by
         obj = orjson.loads(raw)  # strict RFC 8259 JSON in UTF-8: the fast path for good records
     except orjson.JSONDecodeError:
         obj = _loads_lenient(raw)
+    else:
+        if isinstance(obj, dict) and type(obj.get("label")) is float:
+            obj = _loads_lenient(raw)  # orjson reads integers beyond 64 bits as floats; labels keep exact ints
     if not isinstance(obj, dict):
         raise SchemaError("not_object", f"expected a JSON object, got {_json_type(obj)}")
     features = _decode_features(obj, n_features)

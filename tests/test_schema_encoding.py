@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamlearn.errors import SchemaError
@@ -121,6 +121,8 @@ samples = st.fixed_dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(samples, st.booleans())
+@example({"features": [0.0], "label": -(2**63) - 1}, False)  # orjson would read it as a float
+@example({"features": [0.0], "id": "\ud800", "label": 2**64}, False)
 def test_decoded_sample_agrees_with_python_json(body: dict, ascii_only: bool) -> None:
     # The fast parser (orjson) and Python's json, which takes what orjson refuses (lone surrogates,
     # integers beyond 64 bits), must make the same Sample of the same bytes.
