@@ -228,6 +228,7 @@ class Learner(RepairMixin):
         votes = self.vote.predict(z) if self.vote is not None and self.vote.ready else None
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
+        z_sq = (z * z).sum(1)
         preds: list[Label | None] = []
         drift: list[bool] = []
         versions: list[int] = []
@@ -257,7 +258,7 @@ class Learner(RepairMixin):
                     votes[i + 1 :][votes[i + 1 :] == y] = -1
             self.head.update(y, z[i], missed=slot != known)
             if self.head.capacity == dists.shape[1]:
-                self.head.refresh(dists[i + 1 :], z[i + 1 :], y)
+                self.head.refresh(dists[i + 1 :], z[i + 1 :], y, z_sq[i + 1 :])
             else:  # the head grew: a new matrix for the rest of the batch
                 dists = self._distances_after(z, i)
             self.memory.add(y, x[i])
@@ -279,6 +280,7 @@ class Learner(RepairMixin):
                 if self._repair(detector) and i + 1 < len(x):
                     z[i + 1 :] = encode(self.encoder, xn[i + 1 :])
                 dists = self._distances_after(z, i)  # repair may have changed any class
+                z_sq = (z * z).sum(1)
                 if votes is not None:
                     votes[i + 1 :] = self.vote.predict(z[i + 1 :]) if self.vote.ready else -1
             drift.append(drifted)

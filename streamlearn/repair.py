@@ -70,7 +70,10 @@ class RepairMixin:
         self._good = Concept.capture(self._concept_id, self.encoder, self.head, self.memory, acc, self.model_version)
         self.library.put(self._good)
         if self.distill_weight > 0:
-            self.teacher = Teacher(self.encoder, self.model_version)
+            if self.teacher is None:
+                self.teacher = Teacher(self.encoder, self.model_version)
+            else:
+                self.teacher.refresh(self.encoder, self.model_version)
 
     def _repair(self, detector: str) -> bool:
         """Handle a detected rise of the error; returns True when the encoder weights changed."""

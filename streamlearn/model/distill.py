@@ -33,6 +33,13 @@ class Teacher:
         self.model_version = model_version
 
     @torch.no_grad()
+    def refresh(self, encoder: nn.Module, model_version: int) -> None:
+        """Become a copy of ``encoder`` as it is now, reusing this teacher's tensors (no module deep copy)."""
+        for mine, theirs in zip(self.encoder.state_dict().values(), encoder.state_dict().values()):
+            mine.copy_(theirs)
+        self.model_version = model_version
+
+    @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher embeddings of standardised inputs ``x``."""
         return self.encoder(x)

@@ -72,7 +72,7 @@ class PrototypeHead:
         """Number of class slots the distance matrices of :meth:`class_distances` have."""
         return self._protos.shape[0]
 
-    def refresh(self, distances: np.ndarray, z: np.ndarray, slot: int) -> None:
+    def refresh(self, distances: np.ndarray, z: np.ndarray, slot: int, z_sq: np.ndarray | None = None) -> None:
         """Recompute column ``slot`` of ``distances`` (= ``class_distances(z)``) after that class changed.
 
         A batch computes its distance matrix once; each learned sample moves one class, so only
@@ -84,11 +84,22 @@ class PrototypeHead:
         >>> head.update(1, np.array([1.0]))  # class 1 moves to 2.0
         >>> head.refresh(d, z, 1); np.array_equal(d, head.class_distances(z))
         True
+
+        ``z_sq``, the squared norms of the rows of ``z``, saves recomputing them on every call.
         """
         if len(z) == 0:
             return
+        if z_sq is None:
+            z_sq = (z * z).sum(1)
+        if self.per_class == 1:
+            p = self._protos[slot, 0]
+            if self._active[slot, 0]:
+                np.maximum(z_sq - 2.0 * (z @ p) + p @ p, 0.0, out=distances[:, slot])
+            else:
+                distances[:, slot] = np.inf
+            return
         protos = self._protos[slot]
-        d = np.maximum((z * z).sum(1, keepdims=True) - 2.0 * z @ protos.T + (protos * protos).sum(1), 0.0)
+        d = np.maximum(z_sq[:, None] - 2.0 * z @ protos.T + (protos * protos).sum(1), 0.0)
         distances[:, slot] = np.where(self._active[slot][None], d, np.inf).min(axis=1)
 
     @staticmethod
