@@ -102,16 +102,17 @@ class ClassMemory:
         eligible = self.slots(min_count=2)
         if len(eligible) < 2:
             return None
-        chosen = rng.choice(eligible, size=min(ways, len(eligible)), replace=False)
+        chosen = eligible[np.argsort(rng.random(len(eligible)))[:ways]]
         counts = self._count[chosen]
         # Split what each class has between support and query, keeping at least one of each.
         n_s = np.maximum(1, np.minimum(shots, counts - 1))
         n_q = np.maximum(1, np.minimum(queries, counts - n_s))
-        # One random order per class over its filled entries (empty entries sort last).
+        # One random order per class over its filled entries (empty entries sort last); keep the first few.
         keys = rng.random((len(chosen), self.per_class))
         keys[np.arange(self.per_class)[None, :] >= counts[:, None]] = np.inf
-        order = np.argsort(keys, axis=1)
-        position = np.arange(self.per_class)[None, :]
+        width = min(self.per_class, shots + queries)
+        order = np.argsort(keys, axis=1)[:, :width]
+        position = np.arange(width)[None, :]
         support = position < n_s[:, None]
         query = (position >= n_s[:, None]) & (position < (n_s + n_q)[:, None])
         rows = self._data[chosen[:, None], order]
