@@ -1,0 +1,66 @@
+"""Oracle tests for the learner's fast paths: each must behave exactly like the plain version it replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from river.drift import binary
+
+from streamlearn.drift import _HDDMA
+from streamlearn.learner import Learner
+from streamlearn.model import Encoder, PrototypeHead, Teacher
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.05, 0.5), st.floats(0.5, 0.95), st.integers(50, 400))
+def test_hddm_a_with_cheap_copies_detects_exactly_like_rivers(seed, before, after, switch):
+    rng = np.random.default_rng(seed)
+    errors = np.concatenate([rng.random(switch) < before, rng.random(300) < after])
+    ours, theirs = _HDDMA(drift_confidence=0.001), binary.HDDMA(drift_confidence=0.001)
+    for e in errors:
+        ours.update(bool(e))
+        theirs.update(bool(e))
+        assert (ours.drift_detected, ours.warning_detected) == (theirs.drift_detected, theirs.warning_detected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3), st.integers(1, 40))
+def test_refreshed_distance_columns_equal_a_full_recomputation(seed, per_class, n):
+    rng = np.random.default_rng(seed)
+    head = PrototypeHead(embedding_dim=4, per_class=per_class, spawn_after=2)
+    for slot in range(3):
+        head.update(slot, rng.normal(size=4).astype(np.float32))
+    z = rng.normal(size=(n, 4)).astype(np.float32)
+    distances = head.class_distances(z)
+    for i in range(n):  # learn each row in turn, as Learner.process does
+        slot = int(rng.integers(0, 3))
+        head.update(slot, z[i], missed=bool(rng.random() < 0.5))
+        head.refresh(distances[i + 1 :], z[i + 1 :], slot)
+        np.testing.assert_allclose(distances[i + 1 :], head.class_distances(z[i + 1 :]), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_predictions_follow_prototype_updates_made_earlier_in_the_batch():
+    # Class "b" first appears mid-batch; later samples near it must be predicted "b" within the same batch.
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0], [4.9, 5.1], [0.0, 0.1]], dtype=np.float32)
+    out = Learner(seed=0, hidden_dim=16, embedding_dim=4, neighbours=0).process(x, ["a", "a", "b", "b", "b", "a"])
+    assert out.predictions == [None, "a", "a", "b", "b", "a"]
+
+
+def test_teacher_refresh_copies_weights_and_stays_frozen():
+    torch.manual_seed(0)
+    student = Encoder(6, hidden_dim=8, embedding_dim=3)
+    teacher = Teacher(student, model_version=1)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    x = torch.randn(5, 6)
+    assert not torch.equal(teacher.embed(x), student(x).detach())
+    teacher.refresh(student, model_version=7)
+    assert teacher.model_version == 7 and torch.equal(teacher.embed(x), student(x).detach())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)  # later learning must not leak into the teacher
+    assert not torch.equal(teacher.embed(x), student(x).detach())
+    assert all(not p.requires_grad for p in teacher.encoder.parameters())
