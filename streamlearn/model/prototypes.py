@@ -114,10 +114,8 @@ class PrototypeHead:
     def nearest(self, z: np.ndarray) -> tuple[int, float, np.ndarray]:
         """``(slot, squared distance, distances to all slots)`` for one embedding; slot -1 if no class."""
         d = self.class_distances(z)[0]
-        if d.size == 0 or not np.isfinite(d).any():
-            return -1, float("inf"), d
-        slot = int(np.argmin(d))
-        return slot, float(d[slot]), d
+        slot, dist = self.pick(d)
+        return slot, dist, d
 
     def update(self, slot: int, z: np.ndarray, missed: bool = False) -> None:
         """Move the class's closest prototype towards ``z``, or start a new one.
