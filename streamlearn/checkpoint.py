@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
 from streamlearn.concepts import Concept
 
-__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "latest_path", "load", "save"]
+__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "Prepared", "latest_path", "load", "prepare", "save", "write"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,20 +166,41 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int = 3) -> Path:
-    """Write a checkpoint under ``directory`` atomically and point ``LATEST`` at it; returns the file.
+@dataclass(frozen=True)
+class Prepared:
+    """A checkpoint captured in memory (copies, independent of the live learner), ready for :func:`write`."""
 
-    The file is written into a temporary folder, fsynced, and renamed into place; ``LATEST``
-    is replaced by rename too, so a crash leaves either the old or the new checkpoint, never half.
-    """
-    directory = Path(directory)
-    started = time.perf_counter()
+    name: str
+    arrays: dict[str, np.ndarray]
+    meta: dict
+    model_version: int
+
+
+def prepare(learner: Learner, extra: dict | None = None) -> Prepared:
+    """Capture ``learner`` now; learning may go on while :func:`write` puts the capture on disk."""
     arrays, meta = to_state(learner)
     meta["extra"] = extra or {}
     meta["saved_at"] = time.time()
     # Unique even when nothing was learned since the last save (e.g. a batch of rejects), so the
     # checkpoint LATEST points to is never replaced in place.
     name = f"ckpt-{learner.model_version:010d}-{learner.samples_seen:012d}-{time.time_ns():020d}"
+    return Prepared(name, arrays, meta, learner.model_version)
+
+
+def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int = 3) -> Path:
+    """Write a checkpoint of ``learner`` under ``directory`` and point ``LATEST`` at it; returns the file."""
+    return write(directory, prepare(learner, extra), keep)
+
+
+def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
+    """Write a prepared checkpoint atomically and point ``LATEST`` at it; returns the model file.
+
+    The files are written into a temporary folder, fsynced, and renamed into place; ``LATEST``
+    is replaced by rename too, so a crash leaves either the old or the new checkpoint, never half.
+    """
+    directory = Path(directory)
+    started = time.perf_counter()
+    name, arrays, meta = prepared.name, prepared.arrays, prepared.meta
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.tmp-{os.getpid()}"
@@ -203,7 +225,7 @@ def save(directory: Path, learner: Learner, extra: dict | None = None, keep: int
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint in {directory}: {exc}") from exc
     _prune(directory, keep)
-    logger.info("checkpoint saved", extra={"path": str(final), "model_version": learner.model_version,
+    logger.info("checkpoint saved", extra={"path": str(final), "model_version": prepared.model_version,
                                            "seconds": round(time.perf_counter() - started, 3)})
     return final / MODEL_FILE
 

@@ -5,6 +5,12 @@ flushed by the batch handler, the checkpoint is written atomically with the
 next offset of every partition, and only after it is durable are the offsets
 committed to Kafka. A crash at any point replays at most what came after the
 last checkpoint.
+
+Checkpoints on cadence are captured in the loop (copies, a few milliseconds) and
+written by one background thread, so the loop does not wait on the disk; the
+loop commits their offsets once the writer reports them durable
+(:meth:`Checkpointer.finish`). Shutdown and admin-requested checkpoints are
+written in the loop, after any background write has finished.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +70,15 @@ def _warn_on_changed_settings(configured: Any, restored: Any) -> None:
                        extra={"differences": changed})
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A checkpoint being written in the background, with the offsets to commit once it is durable."""
+
+    future: Future
+    offsets: dict[str, int]
+    model_version: int
+
+
 class Checkpointer:
     """Decides when a checkpoint is due, writes it, then commits the offsets it contains."""
 
@@ -79,6 +96,8 @@ class Checkpointer:
         self.last_offsets: dict[str, int] = {}
         self.requested = False  # e.g. after an admin reset/rollback changed the model without new records
         self._last_time = clock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: _InFlight | None = None
 
     def note(self, n_records: int) -> None:
         """Count ``n_records`` consumed (and fully handled) since the last checkpoint."""
@@ -92,32 +111,91 @@ class Checkpointer:
         """True when enough records or enough time have passed since the last checkpoint."""
         if self.requested:
             return True
-        if self.pending == 0:
+        if self.pending == 0 or self._in_flight is not None:
             return False
         return self.pending >= self.every_samples or self.clock() - self._last_time >= self.every_seconds
 
     def checkpoint(self, learner: Any) -> Path | None:
         """Save ``learner`` with the source's positions, then commit them; return the model file written.
 
-        A learner that has never seen a valid sample has nothing to save; the
-        offsets (of records that were all dead-lettered) are committed as is.
+        Waits for a background write first. A learner that has never seen a valid sample has
+        nothing to save; the offsets (of records that were all dead-lettered) are committed as is.
         """
         from streamlearn import checkpoint
 
+        self.finish(wait=True)
         offsets = self.source.positions()
         path: Path | None = None
         if learner.n_features is not None:
             started = time.perf_counter()
             path = checkpoint.save(self.directory, learner, extra={"offsets": offsets}, keep=self.keep)
-            self.metrics.checkpoint_duration.observe(time.perf_counter() - started)
-            self.metrics.last_checkpoint_timestamp.set(time.time())
-            self.store.set_checkpoint(str(path))
-        # Only now: the checkpoint above is durable, so committing cannot skip an unlearned sample.
-        committed = self.source.commit(offsets)
-        logger.info("checkpoint done", extra={"path": str(path), "model_version": learner.model_version,
-                                              "offsets": offsets, "committed": committed})
-        self.last_offsets = offsets
+            self._saved(path, time.perf_counter() - started)
+        self._commit(offsets, path, learner.model_version)
         self.pending = 0
         self.requested = False
         self._last_time = self.clock()
         return path
+
+    def start(self, learner: Any) -> None:
+        """Capture ``learner`` with the source's positions now and write it in the background.
+
+        The offsets are committed by :meth:`finish` once the files are durable; until then no
+        other background checkpoint starts. Everything up to these positions has been handled
+        and flushed, so the capture may be taken while learning goes on.
+        """
+        from streamlearn import checkpoint
+
+        if self._in_flight is not None:
+            return
+        if learner.n_features is None:
+            self.checkpoint(learner)  # nothing to write: just commit
+            return
+        offsets = self.source.positions()
+        prepared = checkpoint.prepare(learner, extra={"offsets": offsets})
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        future = self._writer.submit(_timed_write, self.directory, prepared, self.keep)
+        self._in_flight = _InFlight(future, offsets, prepared.model_version)
+        self.pending = 0
+        self._last_time = self.clock()
+
+    def finish(self, wait: bool = False) -> Path | None:
+        """Commit the offsets of a background checkpoint that is on disk; the file written, else None.
+
+        With ``wait`` it blocks until the write ends. A failed write raises its CheckpointError
+        here, in the loop's thread, and nothing is committed.
+        """
+        flight = self._in_flight
+        if flight is None or not (wait or flight.future.done()):
+            return None
+        self._in_flight = None
+        path, seconds = flight.future.result()
+        self._saved(path, seconds)
+        self._commit(flight.offsets, path, flight.model_version)
+        return path
+
+    def close(self) -> None:
+        """Let a background write end (its offsets stay uncommitted unless :meth:`finish` ran) and stop the writer."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _saved(self, path: Path, seconds: float) -> None:
+        self.metrics.checkpoint_duration.observe(seconds)
+        self.metrics.last_checkpoint_timestamp.set(time.time())
+        self.store.set_checkpoint(str(path))
+
+    def _commit(self, offsets: dict[str, int], path: Path | None, model_version: int) -> None:
+        # Only now: the checkpoint holding these offsets is durable, so committing cannot skip an unlearned sample.
+        committed = self.source.commit(offsets)
+        logger.info("checkpoint done", extra={"path": str(path), "model_version": model_version,
+                                              "offsets": offsets, "committed": committed})
+        self.last_offsets = offsets
+
+
+def _timed_write(directory: Path, prepared: Any, keep: int) -> tuple[Path, float]:
+    from streamlearn import checkpoint
+
+    started = time.perf_counter()
+    path = checkpoint.write(directory, prepared, keep)
+    return path, time.perf_counter() - started

@@ -85,6 +85,7 @@ class Service:
             stack.callback(sink.close)
             handler = BatchHandler(s, sink, self.metrics)
             self.checkpointer = Checkpointer(s.checkpoint, source, self.metrics, self.store)
+            stack.callback(self.checkpointer.close)
             if s.api.enabled:
                 self._start_api(stack, source)
             self._install_signal_handlers(stack)
@@ -94,6 +95,8 @@ class Service:
                 self._loop(source, handler, count, timeout)
             except Exception:
                 # No final checkpoint: the failed batch's outputs may be missing, so its offsets must not be committed.
+                # A background checkpoint begun before the failure holds only handled, flushed records: commit it.
+                self._settle_checkpoint()
                 logger.exception("daemon failed; stopping without a final checkpoint",
                                  extra={"consumed": self.consumed, "model_version": self.learner.model_version})
                 raise
@@ -134,8 +137,12 @@ class Service:
                         "model_version": self.learner.model_version})
             if self._unpublished:
                 self._publish(idle=not records)
+            self.checkpointer.finish()  # commit a background checkpoint that has reached the disk
             if self.checkpointer.due():
-                self._checkpoint()
+                if self.checkpointer.requested:
+                    self._checkpoint()  # an admin changed the model: write it before going on
+                else:
+                    self.checkpointer.start(self.learner)
             now = time.monotonic()
             if now >= next_lag:
                 self.metrics.set_consumer_lag(source.lag())
@@ -151,8 +158,15 @@ class Service:
         """Final checkpoint and commit, so a restart resumes exactly here."""
         self.control.run_pending()
         self._publish(force=True)
+        self.checkpointer.finish(wait=True)
         if self.checkpointer.pending or self.checkpointer.requested:
             self._checkpoint()
+
+    def _settle_checkpoint(self) -> None:
+        try:
+            self.checkpointer.finish(wait=True)
+        except Exception:  # the loop's own failure is the one to report
+            logger.exception("could not complete the background checkpoint", extra={"consumed": self.consumed})
 
     def _checkpoint(self) -> None:
         self.checkpointer.checkpoint(self.learner)

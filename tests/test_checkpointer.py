@@ -119,3 +119,34 @@ def test_restore_warns_when_configured_learner_settings_differ(tmp_path, caplog)
     assert learner.seed == 1
     [record] = [r for r in caplog.records if "differ" in r.getMessage()]
     assert record.differences == {"seed": {"configured": 2, "checkpoint": 1}}
+
+
+def test_background_checkpoint_commits_only_once_durable_and_holds_the_state_at_its_start(tmp_path):
+    cp, source, metrics, store = make(tmp_path, {"samples:0": 20})
+    learner = trained_learner()
+    seen_at_start = learner.samples_seen
+    cp.note(20)
+    cp.start(learner)
+    assert not cp.due()  # one background write at a time
+    # Learning and consuming go on while the file is written.
+    source.offsets = {"samples:0": 30}
+    cp.note(10)
+    learner.process(np.random.default_rng(1).normal(size=(10, 3)).astype(np.float32), ["a"] * 10)
+    path = cp.finish(wait=True)
+    assert source.commits == [({"samples:0": 20}, {"samples:0": 20})]  # committed what is on disk, no more
+    assert store.current().checkpoint_path == str(path)
+    assert checkpoint.load(tmp_path / "ckpt")[0].samples_seen == seen_at_start
+    assert cp.pending == 10  # the records after the capture still wait for the next checkpoint
+    assert cp.finish(wait=True) is None
+    cp.close()
+
+
+def test_a_synchronous_checkpoint_first_completes_the_background_one(tmp_path):
+    cp, source, _, _ = make(tmp_path, {"samples:0": 5})
+    learner = trained_learner()
+    cp.start(learner)
+    source.offsets = {"samples:0": 9}
+    cp.checkpoint(learner)
+    assert [committed for committed, _ in source.commits] == [{"samples:0": 5}, {"samples:0": 9}]
+    assert all(committed == on_disk for committed, on_disk in source.commits)
+    cp.close()
