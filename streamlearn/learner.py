@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 _RECENT = 256  # labeled samples kept to judge and repair a drift
 _HEAD_RATE = 0.02  # update rate of the running accuracy of each head
+_REFRESH_BUDGET = 4096  # memory samples embedded again per refresh when memory is larger (see _embed_memory)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Learner(RepairMixin):
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
         self._since_meta = 0
+        self._refresh_cursor = 0  # round robin over classes when memory exceeds the refresh budget
         self._concept_id = 0
         self._next_concept_id = 1
         self._since_drift = 0
@@ -261,7 +263,7 @@ class Learner(RepairMixin):
                 self.head.refresh(dists[i + 1 :], z[i + 1 :], y, z_sq[i + 1 :])
             else:  # the head grew: a new matrix for the rest of the batch
                 dists = self._distances_after(z, i)
-            self.memory.add(y, x[i])
+            self.memory.add(y, x[i], z[i])
             self._recent.append((x[i].copy(), y, ok))  # a copy: a view would pin the caller's batch
             self.labeled_seen += 1
             self._since_meta += 1
@@ -322,19 +324,42 @@ class Learner(RepairMixin):
         self._bump()
         return True
 
-    def _embed_memory(self) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of every sample in memory (and their class slots); refreshes the neighbour vote."""
-        xs, slots = self.memory.all_samples()
-        z = encode(self.encoder, self.normalizer.transform(xs)) if len(xs) else xs[:, :0]
+    def _embed_memory(self) -> np.ndarray:
+        """Embed memory again with the current encoder and refit the neighbour vote; returns the slots embedded.
+
+        Up to ``_REFRESH_BUDGET`` samples this is the whole memory. Beyond, every class whose
+        samples changed is embedded, plus the next classes in turn up to the budget; the others
+        keep the embeddings of a few batches ago, so the cost stops growing with the classes.
+        """
+        refresh = self._refresh_slots()
+        if len(refresh):
+            xs, owner = self.memory.all_samples(refresh)
+            z = encode(self.encoder, self.normalizer.transform(xs))
+            for slot in refresh:
+                self.memory.set_embeddings(int(slot), z[owner == slot])
         if self.vote is not None:
-            self.vote.fit(z, slots)
-        return z, slots
+            self.vote.fit(*self.memory.embeddings())
+        return refresh
+
+    def _refresh_slots(self) -> np.ndarray:
+        held = self.memory.slots()
+        sizes = np.array([self.memory.count(int(slot)) for slot in held], dtype=np.int64)
+        if sizes.sum() <= _REFRESH_BUDGET:
+            return held
+        stale = np.isin(held, self.memory.stale_slots())
+        room = _REFRESH_BUDGET - int(sizes[stale].sum())
+        fresh, fresh_sizes = held[~stale], sizes[~stale]
+        start = self._refresh_cursor % max(1, len(fresh))
+        fresh, fresh_sizes = np.roll(fresh, -start), np.roll(fresh_sizes, -start)
+        take = int(np.searchsorted(np.cumsum(fresh_sizes), room, side="right"))
+        self._refresh_cursor = start + take
+        return np.sort(np.concatenate([held[stale], fresh[:take]]))
 
     def _refit_prototypes(self) -> None:
-        """After the encoder moved, prototypes are re-estimated from the samples in memory."""
-        z, slots = self._embed_memory()
-        for slot in np.unique(slots):
-            self.head.refit(int(slot), z[slots == slot])
+        """After the encoder moved, prototypes are re-estimated from the (newly embedded) samples in memory."""
+        refreshed = self._embed_memory()
+        for slot in refreshed:
+            self.head.refit(int(slot), self.memory.embedded_slot(int(slot)))
 
     def _numeric_fault(self) -> bool:
         """Roll back after a non-finite loss; False when there was no snapshot to roll back to."""

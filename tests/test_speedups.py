@@ -64,3 +64,45 @@ def test_teacher_refresh_copies_weights_and_stays_frozen():
             p.add_(1.0)  # later learning must not leak into the teacher
     assert not torch.equal(teacher.embed(x), student(x).detach())
     assert all(not p.requires_grad for p in teacher.encoder.parameters())
+
+
+def test_memory_embedding_cache_follows_adds_clears_and_loads():
+    from streamlearn.model import ClassMemory
+
+    mem = ClassMemory(n_features=2, per_class=3)
+    for v in range(4):
+        mem.add(0, np.array([v, v], np.float32))
+    mem.add(1, np.array([9, 9], np.float32))
+    assert list(mem.stale_slots()) == [0, 1]
+    xs, slots = mem.all_samples()
+    for slot in (0, 1):
+        mem.set_embeddings(slot, xs[slots == slot][:, :1] * 10)
+    z, zslots = mem.embeddings()
+    assert np.array_equal(zslots, slots) and np.array_equal(z, xs[:, :1] * 10)  # same order as all_samples
+    mem.add(0, np.array([5, 5], np.float32), z=np.array([50.0], np.float32))  # with its embedding: still usable
+    assert list(mem.stale_slots()) == []
+    assert mem.embedded_slot(0)[:, 0].tolist() == [20.0, 30.0, 50.0]
+    mem.add(1, np.array([7, 7], np.float32))  # without: slot 1 must be embedded again
+    assert list(mem.stale_slots()) == [1]
+    mem.load_state(mem.state())
+    assert list(mem.stale_slots()) == [0, 1]
+
+
+def test_refresh_is_the_whole_memory_within_budget_and_bounded_beyond(monkeypatch):
+    import streamlearn.learner as learner_module
+
+    rng = np.random.default_rng(0)
+    learner = Learner(seed=0, hidden_dim=16, embedding_dim=4, memory_per_class=4, meta_every=1000)
+    x = rng.normal(size=(120, 3)).astype(np.float32)
+    learner.process(x, [f"c{i % 30}" for i in range(120)])  # 30 classes x 4 samples = 120
+    held = learner.memory.slots()
+    xs, _ = learner.memory.all_samples()
+    z, _ = learner.memory.embeddings()
+    np.testing.assert_allclose(z, learner.embed(xs), rtol=1e-5, atol=1e-6)  # within budget: all re-embedded
+    monkeypatch.setattr(learner_module, "_REFRESH_BUDGET", 40)
+    seen: set[int] = set()
+    for _ in range(3):
+        refreshed = learner._embed_memory()
+        assert 4 * len(refreshed) <= 40
+        seen.update(int(s) for s in refreshed)
+    assert seen == set(int(s) for s in held)  # round robin reaches every class

@@ -32,6 +32,12 @@ class ClassMemory:
         self._data = np.zeros((0, self.per_class, self.n_features), dtype=np.float32)
         self._count = np.zeros(0, dtype=np.int64)
         self._next = np.zeros(0, dtype=np.int64)
+        self._forget_embeddings()
+
+    def _forget_embeddings(self) -> None:
+        # Cached embeddings of the stored samples (derived, never saved): valid per slot where _fresh.
+        self._z: np.ndarray | None = None
+        self._fresh = np.zeros(len(self._count), dtype=bool)
 
     def _ensure(self, slot: int) -> None:
         if slot < len(self._count):
@@ -40,12 +46,25 @@ class ClassMemory:
         data = np.zeros((grow, self.per_class, self.n_features), dtype=np.float32)
         data[: len(self._count)] = self._data
         self._data = data
+        if self._z is not None:
+            z = np.zeros((grow, self.per_class, self._z.shape[2]), dtype=np.float32)
+            z[: len(self._count)] = self._z
+            self._z = z
+        self._fresh = np.concatenate([self._fresh, np.zeros(grow - len(self._fresh), dtype=bool)])
         self._count = np.concatenate([self._count, np.zeros(grow - len(self._count), dtype=np.int64)])
         self._next = np.concatenate([self._next, np.zeros(grow - len(self._next), dtype=np.int64)])
 
-    def add(self, slot: int, x: np.ndarray) -> None:
-        """Store one raw sample for class ``slot``, overwriting its oldest when full."""
+    def add(self, slot: int, x: np.ndarray, z: np.ndarray | None = None) -> None:
+        """Store one raw sample for class ``slot``, overwriting its oldest when full.
+
+        ``z``, the sample's embedding, keeps the slot's cached embeddings usable; without it
+        the slot must be embedded again (:meth:`stale_slots`).
+        """
         self._ensure(slot)
+        if z is not None and self._z is not None and self._fresh[slot]:
+            self._z[slot, self._next[slot]] = z
+        else:
+            self._fresh[slot] = False
         self._data[slot, self._next[slot]] = x
         self._next[slot] = (self._next[slot] + 1) % self.per_class
         self._count[slot] = min(self._count[slot] + 1, self.per_class)
@@ -69,6 +88,7 @@ class ClassMemory:
         if slot < len(self._count):
             self._count[slot] = 0
             self._next[slot] = 0
+            self._fresh[slot] = False
 
     def replace(self, slot: int, xs: np.ndarray) -> None:
         """Make ``xs`` (oldest first) the only samples of ``slot``."""
@@ -80,10 +100,46 @@ class ClassMemory:
         """Slots holding at least ``min_count`` samples."""
         return np.flatnonzero(self._count >= min_count)
 
-    def all_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every stored sample and its slot: ``(x[m, d], slots[m])``."""
+    def _positions(self, slot: int) -> np.ndarray:
+        """Buffer positions of ``slot``'s samples, oldest first (the order of :meth:`samples`)."""
+        n = self.count(slot)
+        return np.arange(n) if n < self.per_class else (self._next[slot] + np.arange(n)) % self.per_class
+
+    def stale_slots(self) -> np.ndarray:
+        """Slots holding samples whose cached embeddings are missing."""
+        held = self.slots()
+        return held[~self._fresh[held]]
+
+    def set_embeddings(self, slot: int, z: np.ndarray) -> None:
+        """Cache the embeddings ``z`` of ``slot``'s samples (in :meth:`samples` order)."""
+        if self._z is None:
+            self._z = np.zeros((len(self._count), self.per_class, z.shape[1]), dtype=np.float32)
+        self._z[slot, self._positions(slot)] = z
+        self._fresh[slot] = True
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cached embeddings of every stored sample and their slots, in :meth:`all_samples` order.
+
+        Every slot must have been embedded since its last change (no :meth:`stale_slots`).
+        """
+        held = self.slots()
+        if len(held) == 0 or self._z is None:
+            return np.zeros((0, 0 if self._z is None else self._z.shape[2]), np.float32), np.zeros(0, np.int64)
+        if not self._fresh[held].all():
+            raise ValueError("some slots have no cached embeddings; embed them first")
+        return (np.concatenate([self._z[slot, self._positions(slot)] for slot in held]),
+                np.repeat(held, self._count[held]))
+
+    def embedded_slot(self, slot: int) -> np.ndarray:
+        """Cached embeddings of ``slot``'s samples, oldest first."""
+        if self._z is None or not self._fresh[slot]:
+            raise ValueError(f"slot {slot} has no cached embeddings; embed it first")
+        return self._z[slot, self._positions(slot)]
+
+    def all_samples(self, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored sample (of ``slots``, default all) and its slot: ``(x[m, d], slots[m])``."""
         xs, ys = [], []
-        for slot in self.slots():
+        for slot in self.slots() if slots is None else slots:
             s = self.samples(slot)
             xs.append(s)
             ys.append(np.full(len(s), slot, dtype=np.int64))
@@ -128,3 +184,4 @@ class ClassMemory:
         self._data = np.asarray(state["data"], dtype=np.float32).copy()
         self._count = np.asarray(state["count"], dtype=np.int64).copy()
         self._next = np.asarray(state["next"], dtype=np.int64).copy()
+        self._forget_embeddings()
