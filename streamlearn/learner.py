@@ -227,9 +227,9 @@ class Learner(RepairMixin):
         self.normalizer.update(x)
         xn = self.normalizer.transform(x)
         z = encode(self.encoder, xn)
-        votes = self.vote.predict(z) if self.vote is not None and self.vote.ready else None
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
+        votes = self.vote.predict(z, dists) if self.vote is not None and self.vote.ready else None
         z_sq = (z * z).sum(1)
         preds: list[Label | None] = []
         drift: list[bool] = []
@@ -284,7 +284,7 @@ class Learner(RepairMixin):
                 dists = self._distances_after(z, i)  # repair may have changed any class
                 z_sq = (z * z).sum(1)
                 if votes is not None:
-                    votes[i + 1 :] = self.vote.predict(z[i + 1 :]) if self.vote.ready else -1
+                    votes[i + 1 :] = self.vote.predict(z[i + 1 :], dists[i + 1 :]) if self.vote.ready else -1
             drift.append(drifted)
         self.samples_seen += len(x)
         if not self._learn() and self.vote is not None and any(label is not None for label in labels):

@@ -42,7 +42,7 @@ def predict_with(
         return [None] * len(z), np.full(len(z), np.inf)
     slots = d.argmin(axis=1)
     if vote is not None:
-        voted = vote.predict(z)
+        voted = vote.predict(z, d)
         slots = np.where((voted >= 0) & (voted < d.shape[1]), voted, slots)
     best = d[np.arange(len(z)), slots]
     return [labels[s] if s < len(labels) else None for s in slots], best

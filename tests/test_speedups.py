@@ -106,3 +106,20 @@ def test_refresh_is_the_whole_memory_within_budget_and_bounded_beyond(monkeypatc
         assert 4 * len(refreshed) <= 40
         seen.update(int(s) for s in refreshed)
     assert seen == set(int(s) for s in held)  # round robin reaches every class
+
+
+def test_shortlisted_vote_equals_the_exact_vote_when_the_neighbours_lie_in_the_nearest_classes():
+    from streamlearn.model import NeighbourVote
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 8)).astype(np.float32) * 10
+    slots = np.repeat(np.arange(40), 30)
+    memory = centres[slots] + rng.normal(size=(len(slots), 8)).astype(np.float32)
+    queries = centres[rng.integers(0, 40, 200)] + rng.normal(size=(200, 8)).astype(np.float32)
+    class_distances = ((queries[:, None] - centres[None]) ** 2).sum(-1)
+    exact, shortlisted = NeighbourVote(k=5), NeighbourVote(k=5, exact_up_to=100, shortlist=4)
+    exact.fit(memory, slots)
+    shortlisted.fit(memory, slots)
+    assert shortlisted._candidates(class_distances) is not None  # the shortlist path is the one tested
+    assert np.array_equal(shortlisted.predict(queries, class_distances), exact.predict(queries))
+    assert np.array_equal(shortlisted.predict(queries), exact.predict(queries))  # no distances: exact search
