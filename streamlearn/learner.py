@@ -324,28 +324,33 @@ class Learner(RepairMixin):
         self._bump()
         return True
 
-    def _embed_memory(self) -> np.ndarray:
-        """Embed memory again with the current encoder and refit the neighbour vote; returns the slots embedded.
+    def _embed_memory(self) -> tuple[np.ndarray, np.ndarray]:
+        """Embed memory again with the current encoder and refit the neighbour vote.
 
-        Up to ``_REFRESH_BUDGET`` samples this is the whole memory. Beyond, every class whose
-        samples changed is embedded, plus the next classes in turn up to the budget; the others
-        keep the embeddings of a few batches ago, so the cost stops growing with the classes.
+        Returns the new embeddings and their class slots. Up to ``_REFRESH_BUDGET`` samples this
+        is the whole memory. Beyond, it is every class whose samples changed plus the next
+        classes in turn up to the budget; the vote keeps the cached embeddings of the others
+        (a few batches old), so the cost stops growing with the number of classes.
         """
-        refresh = self._refresh_slots()
-        if len(refresh):
-            xs, owner = self.memory.all_samples(refresh)
-            z = encode(self.encoder, self.normalizer.transform(xs))
-            for slot in refresh:
-                self.memory.set_embeddings(int(slot), z[owner == slot])
-        if self.vote is not None:
-            self.vote.fit(*self.memory.embeddings())
-        return refresh
-
-    def _refresh_slots(self) -> np.ndarray:
         held = self.memory.slots()
         sizes = np.array([self.memory.count(int(slot)) for slot in held], dtype=np.int64)
         if sizes.sum() <= _REFRESH_BUDGET:
-            return held
+            xs, owner = self.memory.all_samples()
+            z = encode(self.encoder, self.normalizer.transform(xs)) if len(xs) else xs[:, :0]
+            if self.vote is not None:
+                self.vote.fit(z, owner)
+            return z, owner
+        refresh = self._refresh_slots(held, sizes)
+        xs, owner = self.memory.all_samples(refresh)
+        z = encode(self.encoder, self.normalizer.transform(xs))
+        for slot in refresh:
+            self.memory.set_embeddings(int(slot), z[owner == slot])
+        if self.vote is not None:
+            self.vote.fit(*self.memory.embeddings())
+        return z, owner
+
+    def _refresh_slots(self, held: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Classes to embed again when memory exceeds the budget: the stale ones, then the next in turn."""
         stale = np.isin(held, self.memory.stale_slots())
         room = _REFRESH_BUDGET - int(sizes[stale].sum())
         fresh, fresh_sizes = held[~stale], sizes[~stale]
@@ -357,9 +362,9 @@ class Learner(RepairMixin):
 
     def _refit_prototypes(self) -> None:
         """After the encoder moved, prototypes are re-estimated from the (newly embedded) samples in memory."""
-        refreshed = self._embed_memory()
-        for slot in refreshed:
-            self.head.refit(int(slot), self.memory.embedded_slot(int(slot)))
+        z, slots = self._embed_memory()
+        for slot in np.unique(slots):
+            self.head.refit(int(slot), z[slots == slot])
 
     def _numeric_fault(self) -> bool:
         """Roll back after a non-finite loss; False when there was no snapshot to roll back to."""

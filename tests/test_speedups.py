@@ -97,14 +97,18 @@ def test_refresh_is_the_whole_memory_within_budget_and_bounded_beyond(monkeypatc
     learner.process(x, [f"c{i % 30}" for i in range(120)])  # 30 classes x 4 samples = 120
     held = learner.memory.slots()
     xs, _ = learner.memory.all_samples()
-    z, _ = learner.memory.embeddings()
-    np.testing.assert_allclose(z, learner.embed(xs), rtol=1e-5, atol=1e-6)  # within budget: all re-embedded
+    z, slots = learner._embed_memory()
+    assert len(slots) == len(xs)  # within budget: the whole memory
+    np.testing.assert_allclose(z, learner.embed(xs), rtol=1e-5, atol=1e-6)
     monkeypatch.setattr(learner_module, "_REFRESH_BUDGET", 40)
+    learner._embed_memory()  # crossing the budget: every class is stale once, so all are embedded
+    z, _ = learner.memory.embeddings()
+    np.testing.assert_allclose(z, learner.embed(xs), rtol=1e-5, atol=1e-6)
     seen: set[int] = set()
     for _ in range(3):
-        refreshed = learner._embed_memory()
-        assert 4 * len(refreshed) <= 40
-        seen.update(int(s) for s in refreshed)
+        _, slots = learner._embed_memory()
+        assert len(slots) <= 40
+        seen.update(int(s) for s in slots)
     assert seen == set(int(s) for s in held)  # round robin reaches every class
 
 
