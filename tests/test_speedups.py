@@ -81,7 +81,8 @@ def test_memory_embedding_cache_follows_adds_clears_and_loads():
     assert np.array_equal(zslots, slots) and np.array_equal(z, xs[:, :1] * 10)  # same order as all_samples
     mem.add(0, np.array([5, 5], np.float32), z=np.array([50.0], np.float32))  # with its embedding: still usable
     assert list(mem.stale_slots()) == []
-    assert mem.embedded_slot(0)[:, 0].tolist() == [20.0, 30.0, 50.0]
+    z, zslots = mem.embeddings()
+    assert z[zslots == 0][:, 0].tolist() == [20.0, 30.0, 50.0]
     mem.add(1, np.array([7, 7], np.float32))  # without: slot 1 must be embedded again
     assert list(mem.stale_slots()) == [1]
     mem.load_state(mem.state())

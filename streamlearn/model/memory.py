@@ -75,13 +75,9 @@ class ClassMemory:
 
     def samples(self, slot: int) -> np.ndarray:
         """Samples of ``slot``, oldest first (a copy)."""
-        n = self.count(slot)
-        if n == 0:
+        if slot >= len(self._count):
             return np.zeros((0, self.n_features), dtype=np.float32)
-        if n < self.per_class:
-            return self._data[slot, :n].copy()
-        start = self._next[slot]
-        return np.concatenate([self._data[slot, start:], self._data[slot, :start]])
+        return self._data[slot, self._positions(slot)]
 
     def clear(self, slot: int) -> None:
         """Forget every sample of ``slot`` (evicted class, or a class whose meaning changed)."""
@@ -129,12 +125,6 @@ class ClassMemory:
             raise ValueError("some slots have no cached embeddings; embed them first")
         return (np.concatenate([self._z[slot, self._positions(slot)] for slot in held]),
                 np.repeat(held, self._count[held]))
-
-    def embedded_slot(self, slot: int) -> np.ndarray:
-        """Cached embeddings of ``slot``'s samples, oldest first."""
-        if self._z is None or not self._fresh[slot]:
-            raise ValueError(f"slot {slot} has no cached embeddings; embed it first")
-        return self._z[slot, self._positions(slot)]
 
     def all_samples(self, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every stored sample (of ``slots``, default all) and its slot: ``(x[m, d], slots[m])``."""

@@ -75,7 +75,7 @@ class MetaStep:
         episode: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         teacher: Teacher | None,
     ) -> float | None:
-        """One update on a standardised episode; returns the episode loss (ProtoNet + distillation), ``None`` on a numeric fault."""
+        """One update on a standardised episode; the episode loss (ProtoNet + distillation), ``None`` on a fault."""
         sx, sy, qx, qy = episode
         ways = int(sy.max()) + 1
         x = torch.from_numpy(np.concatenate([sx, qx]))
