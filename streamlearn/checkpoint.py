@@ -30,7 +30,8 @@ FORMAT = "streamlearn/1"
 MODEL_FILE = "model.safetensors"
 #: The inference-only copy written beside each checkpoint: no raw samples, no optimiser, no concepts.
 EXPORT_FILE = "export.safetensors"
-_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.", "head_accuracy")
+# The export leaves out every stored input: the vote keeps its embedding view (view0) and its slots.
+_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slots", "head_accuracy")
 LATEST = "LATEST"
 _COUNTERS = ("since_meta", "since_drift", "since_snapshot", "plastic_left", "recheck_in", "concept_id", "next_concept_id")
 

@@ -200,8 +200,9 @@ class Learner(RepairMixin):
         return embed_with(self.encoder, self.normalizer, self._check(features))
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
-        """Nearest-prototype labels and squared distances; learns nothing."""
-        return predict_with(self.head, self.registry.slot_labels(), self.embed(features), self._active_vote())
+        """Nearest-prototype (or voted) labels and squared distances; learns nothing."""
+        return predict_with(self.encoder, self.normalizer, self.head, self.registry.slot_labels(), self._check(features),
+                            self._active_vote())
 
     def _active_vote(self) -> NeighbourVote | None:
         if self.vote is not None and self.vote.ready and self.head_accuracy[1] > self.head_accuracy[0]:
@@ -229,7 +230,7 @@ class Learner(RepairMixin):
         z = encode(self.encoder, xn)
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
-        votes = self.vote.predict(z, dists) if self.vote is not None and self.vote.ready else None
+        votes = self._vote(z, xn, dists)
         z_sq = (z * z).sum(1)
         preds: list[Label | None] = []
         drift: list[bool] = []
@@ -284,13 +285,20 @@ class Learner(RepairMixin):
                 dists = self._distances_after(z, i)  # repair may have changed any class
                 z_sq = (z * z).sum(1)
                 if votes is not None:
-                    votes[i + 1 :] = self.vote.predict(z[i + 1 :], dists[i + 1 :]) if self.vote.ready else -1
+                    fresh = self._vote(z[i + 1 :], xn[i + 1 :], dists[i + 1 :])
+                    votes[i + 1 :] = fresh if fresh is not None else -1
             drift.append(drifted)
         self.samples_seen += len(x)
         if not self._learn() and self.vote is not None and any(label is not None for label in labels):
             self._embed_memory()  # the vote must see this batch's samples even without a meta step
         self._maybe_snapshot()
         return BatchResult(z, preds, drift, versions, correct)
+
+    def _vote(self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray) -> np.ndarray | None:
+        """Voted slot per row of embeddings ``z`` and standardised inputs ``xn``; None without a ready vote."""
+        if self.vote is None or not self.vote.ready:
+            return None
+        return self.vote.predict((z, xn)[: self.vote.n_views], dists)
 
     def _distances_after(self, z: np.ndarray, i: int) -> np.ndarray:
         """A batch distance matrix recomputed for the rows after ``i`` (rows up to ``i`` are done with)."""
@@ -336,9 +344,10 @@ class Learner(RepairMixin):
         sizes = np.array([self.memory.count(int(slot)) for slot in held], dtype=np.int64)
         if sizes.sum() <= _REFRESH_BUDGET:
             xs, owner = self.memory.all_samples()
-            z = encode(self.encoder, self.normalizer.transform(xs)) if len(xs) else xs[:, :0]
+            xn = self.normalizer.transform(xs)
+            z = encode(self.encoder, xn) if len(xs) else xs[:, :0]
             if self.vote is not None:
-                self.vote.fit(z, owner)
+                self.vote.fit((z, xn), owner)
             return z, owner
         refresh = self._refresh_slots(held, sizes)
         xs, owner = self.memory.all_samples(refresh)
@@ -346,7 +355,8 @@ class Learner(RepairMixin):
         for slot in refresh:
             self.memory.set_embeddings(int(slot), z[owner == slot])
         if self.vote is not None:
-            self.vote.fit(*self.memory.embeddings())
+            every, slots = self.memory.embeddings()
+            self.vote.fit((every, self.normalizer.transform(self.memory.all_samples()[0])), slots)
         return z, owner
 
     def _refresh_slots(self, held: np.ndarray, sizes: np.ndarray) -> np.ndarray:

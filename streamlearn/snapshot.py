@@ -30,19 +30,27 @@ def embed_with(encoder: nn.Module, normalizer: OnlineStandardizer, features: np.
 
 
 def predict_with(
-    head: PrototypeHead, labels: list[Label | None], z: np.ndarray, vote: NeighbourVote | None = None
+    encoder: nn.Module,
+    normalizer: OnlineStandardizer,
+    head: PrototypeHead,
+    labels: list[Label | None],
+    features: np.ndarray,
+    vote: NeighbourVote | None = None,
 ) -> tuple[list[Label | None], np.ndarray]:
-    """Labels and squared distances to the predicted class's prototype for embeddings ``z``.
+    """Labels and squared distances to the predicted class's prototype for raw ``features`` (n, d).
 
     The label comes from the neighbour ``vote`` when one is given, else from the nearest
-    prototype; ``None``/inf before any class is known.
+    prototype; ``None``/inf before any class is known. The vote looks at the embedding and,
+    when it holds that view too, the standardised input (an export holds the first only).
     """
+    standardised = normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+    z = encode(encoder, standardised)
     d = head.class_distances(z)
     if d.shape[1] == 0 or not np.isfinite(d).any():
         return [None] * len(z), np.full(len(z), np.inf)
     slots = d.argmin(axis=1)
     if vote is not None:
-        voted = vote.predict(z, d)
+        voted = vote.predict((z, standardised)[: vote.n_views], d)
         slots = np.where((voted >= 0) & (voted < d.shape[1]), voted, slots)
     best = d[np.arange(len(z)), slots]
     return [labels[s] if s < len(labels) else None for s in slots], best
@@ -86,4 +94,4 @@ class ModelSnapshot:
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Predicted labels and squared distances to the predicted prototype."""
-        return predict_with(self.head, self.slot_labels, self.embed(features), self.vote)
+        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features, self.vote)

@@ -91,6 +91,7 @@ def test_the_export_beside_each_checkpoint_predicts_the_same_without_raw_samples
     raw = export.read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert not [k for k in header if k.startswith(("memory.", "recent.", "library.", "good.", "optim."))]
+    assert "vote.view0" in header and "vote.view1" not in header  # neighbour embeddings, not stored inputs
     assert len(raw) < path.stat().st_size
     served, _ = checkpoint.load(export)
     x, _ = blobs(200, seed=11)

@@ -192,6 +192,27 @@ def test_neighbour_vote_takes_over_when_classes_are_made_of_several_clusters():
     assert with_vote.snapshot().predict(test)[0] == ["even", "even", "odd", "odd"]
 
 
+def test_the_vote_also_looks_at_the_input_when_the_embedding_loses_what_separates_the_classes():
+    """A frozen random 1-d embedding piles 24 clusters onto a line; the standardised-input view keeps them apart."""
+    from streamlearn.model import NeighbourVote
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 4, (24, 6)).astype(np.float32)
+    which = rng.integers(0, 24, 1500)
+    x = centres[which] + rng.normal(0, 0.3, (1500, 6)).astype(np.float32)
+    labels = ["even" if w % 2 == 0 else "odd" for w in which]
+    learner = Learner(seed=0, hidden_dim=8, embedding_dim=1, meta_every=10**9)
+    run(learner, x[:1200], labels[:1200])
+    test_x, test_y = x[1200:], labels[1200:]
+    assert learner.vote.n_views == 2
+    accuracy = np.mean([p == y for p, y in zip(learner.predict(test_x)[0], test_y)])
+    embedding_only = NeighbourVote(k=learner.neighbours)
+    embedding_only.fit(learner.vote._views[0], learner.vote._slots)
+    slots = embedding_only.predict(learner.embed(test_x))
+    accuracy_embedding_only = np.mean([learner.registry.label_of(int(s)) == y for s, y in zip(slots, test_y)])
+    assert accuracy > 0.95 and accuracy > accuracy_embedding_only + 0.1, (accuracy, accuracy_embedding_only)
+
+
 def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():
     learner = Learner(seed=0, max_classes=2, **SMALL)
     x, labels = blobs(1200, n_classes=2)

@@ -1,4 +1,4 @@
-"""Oracle and property tests for the model parts: standardiser, prototypes, memory, meta step."""
+"""Oracle and property tests for the model parts: standardiser, prototypes, memory, meta step, neighbour vote."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlearn.model import ClassMemory, ClassRegistry, Encoder, MetaStep, OnlineStandardizer, PrototypeHead, Teacher
+from streamlearn.model import (
+    ClassMemory, ClassRegistry, Encoder, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead, Teacher,
+)
 
 
 @given(st.integers(1, 5), st.integers(2, 40), st.integers(0, 10_000))
@@ -150,3 +152,31 @@ def test_one_absurd_record_does_not_wreck_the_scale():
     s.update(rng.normal(0, 1, (100, 3)))
     np.testing.assert_allclose(s.var, before, rtol=0.5)
     assert np.abs(s.transform(np.array([[1.0, -1.0, 0.5]]))).max() > 0.3
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 7))
+def test_a_view_given_twice_votes_like_the_view_alone(seed, k):
+    rng = np.random.default_rng(seed)
+    ref, slots = rng.normal(size=(60, 4)).astype(np.float32), rng.integers(0, 5, 60)
+    queries = rng.normal(size=(20, 4)).astype(np.float32)
+    one, two = NeighbourVote(k=k), NeighbourVote(k=k)
+    one.fit(ref, slots)
+    two.fit([ref, ref], slots)
+    assert np.array_equal(two.predict([queries, queries]), one.predict(queries))
+
+
+def test_the_vote_refuses_views_that_do_not_match_what_it_stored():
+    vote = NeighbourVote(k=1)
+    with pytest.raises(ValueError, match="one row per slot"):
+        vote.fit([np.zeros((3, 2)), np.zeros((2, 2))], np.array([0, 1, 1]))
+    vote.fit([np.zeros((3, 2)), np.zeros((3, 5))], np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="expected 2 views"):
+        vote.predict(np.zeros((1, 2)))
+
+
+def test_a_one_view_vote_saved_by_version_0_1_still_loads():
+    vote = NeighbourVote(k=1)
+    vote.load_state({"z": np.array([[0.0], [1.0]], np.float32), "slots": np.array([3, 4])})
+    assert vote.n_views == 1
+    assert vote.predict(np.array([[0.9]])).tolist() == [4]

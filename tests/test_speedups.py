@@ -123,8 +123,10 @@ def test_shortlisted_vote_equals_the_exact_vote_when_the_neighbours_lie_in_the_n
     queries = centres[rng.integers(0, 40, 200)] + rng.normal(size=(200, 8)).astype(np.float32)
     class_distances = ((queries[:, None] - centres[None]) ** 2).sum(-1)
     exact, shortlisted = NeighbourVote(k=5), NeighbourVote(k=5, exact_up_to=100, shortlist=4)
-    exact.fit(memory, slots)
-    shortlisted.fit(memory, slots)
+    other = 2.0 * memory[:, ::-1]  # a second view (as the standardised input is beside the embedding)
+    exact.fit([memory, other], slots)
+    shortlisted.fit([memory, other], slots)
+    views = [queries, 2.0 * queries[:, ::-1]]
     assert shortlisted._candidates(class_distances) is not None  # the shortlist path is the one tested
-    assert np.array_equal(shortlisted.predict(queries, class_distances), exact.predict(queries))
-    assert np.array_equal(shortlisted.predict(queries), exact.predict(queries))  # no distances: exact search
+    assert np.array_equal(shortlisted.predict(views, class_distances), exact.predict(views))
+    assert np.array_equal(shortlisted.predict(views), exact.predict(views))  # no distances: exact search

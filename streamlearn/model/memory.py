@@ -113,6 +113,14 @@ class ClassMemory:
         self._z[slot, self._positions(slot)] = z
         self._fresh[slot] = True
 
+    def _index(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slot and buffer position of every sample of ``slots``: slot by slot, oldest first."""
+        counts = self._count[slots]
+        owner = np.repeat(slots, counts)
+        rank = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        start = np.where(counts == self.per_class, self._next[slots], 0)
+        return owner, (np.repeat(start, counts) + rank) % self.per_class
+
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """Cached embeddings of every stored sample and their slots, in :meth:`all_samples` order.
 
@@ -123,19 +131,15 @@ class ClassMemory:
             return np.zeros((0, 0 if self._z is None else self._z.shape[2]), np.float32), np.zeros(0, np.int64)
         if not self._fresh[held].all():
             raise ValueError("some slots have no cached embeddings; embed them first")
-        return (np.concatenate([self._z[slot, self._positions(slot)] for slot in held]),
-                np.repeat(held, self._count[held]))
+        owner, position = self._index(held)
+        return self._z[owner, position], owner
 
     def all_samples(self, slots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Every stored sample (of ``slots``, default all) and its slot: ``(x[m, d], slots[m])``."""
-        xs, ys = [], []
-        for slot in self.slots() if slots is None else slots:
-            s = self.samples(slot)
-            xs.append(s)
-            ys.append(np.full(len(s), slot, dtype=np.int64))
-        if not xs:
-            return np.zeros((0, self.n_features), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        return np.concatenate(xs), np.concatenate(ys)
+        held = self.slots() if slots is None else np.asarray(slots, dtype=np.int64)
+        held = held[held < len(self._count)]
+        owner, position = self._index(held)
+        return self._data[owner, position], owner
 
     def sample_episode(
         self, rng: np.random.Generator, ways: int, shots: int, queries: int

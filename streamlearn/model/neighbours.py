@@ -1,23 +1,43 @@
-"""A k-nearest-neighbour vote over the embedded memory: the local alternative to prototypes."""
+"""A k-nearest-neighbour vote over the stored samples, seen through one or more views."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+import torch
 
 __all__ = ["NeighbourVote"]
 
+Views = np.ndarray | Sequence[np.ndarray]
+
+
+def _as_views(views: Views) -> list[np.ndarray]:
+    """One array is one view; a sequence of arrays is one view each (rows aligned)."""
+    if isinstance(views, np.ndarray):
+        views = [views]
+    return [np.atleast_2d(np.asarray(view, dtype=np.float32)) for view in views]
+
 
 class NeighbourVote:
-    """Distance-weighted vote of the ``k`` memory samples closest to an embedding.
+    """Distance-weighted vote of the ``k`` stored samples closest to a query, in every view.
 
     Prototypes summarise a class by its mean; a class made of many small clusters is
     better described by its samples. The learner keeps both and follows whichever has
-    been more accurate lately.
+    been more accurate lately. A sample can be seen through several views (the learned
+    embedding and the standardised input): each view finds its own ``k`` neighbours and
+    gives one vote, split among them by inverse distance; the class with the most votes
+    wins. The encoder may drop what the few-step meta-learning has not yet found useful;
+    the input view keeps it, while the embedding view keeps what the encoder has learned.
 
     >>> vote = NeighbourVote(k=3)
     >>> vote.fit(np.array([[0.0], [0.1], [5.0], [5.1], [5.2]]), np.array([0, 0, 1, 1, 1]))
     >>> vote.predict(np.array([[0.05], [4.0]]))
     array([0, 1])
+    >>> two = NeighbourVote(k=1)
+    >>> two.fit([np.array([[0.0], [1.0]]), np.array([[0.0], [1.0]])], np.array([0, 1]))
+    >>> two.predict([np.array([[0.2]]), np.array([[0.4]])])  # both views near class 0
+    array([0])
     """
 
     def __init__(self, k: int = 5, exact_up_to: int = 4096, shortlist: int = 16):
@@ -28,48 +48,65 @@ class NeighbourVote:
         self.shortlist = shortlist
         self.fit(np.zeros((0, 1), np.float32), np.zeros(0, np.int64))
 
-    def fit(self, z: np.ndarray, slots: np.ndarray) -> None:
-        """Use embeddings ``z`` (m, e) with class ``slots`` (m,) as the neighbours."""
-        self._z = np.asarray(z, dtype=np.float32)
+    def fit(self, views: Views, slots: np.ndarray) -> None:
+        """Use the rows of ``views`` (each (m, e_v)) with class ``slots`` (m,) as the neighbours."""
+        self._views = _as_views(views)
         self._slots = np.asarray(slots, dtype=np.int64)
-        self._sq = (self._z * self._z).sum(1)
+        if any(len(view) != len(self._slots) for view in self._views):
+            raise ValueError("every view needs one row per slot")
+        self._sq = [(view * view).sum(1) for view in self._views]
         self._table: np.ndarray | None = None  # neighbour indices by class, built on first shortlist use
 
     @property
     def ready(self) -> bool:
         return len(self._slots) >= self.k
 
-    def predict(self, z: np.ndarray, class_distances: np.ndarray | None = None) -> np.ndarray:
-        """Voted class slot per row of ``z`` (-1 when there are fewer than ``k`` neighbours).
+    @property
+    def n_views(self) -> int:
+        return len(self._views)
 
-        With more than ``exact_up_to`` neighbours and the rows' ``class_distances`` (n, slots),
-        e.g. to the prototypes, each row searches only the samples of its ``shortlist`` nearest
-        classes: the cost of the search stops growing with the number of classes.
+    def predict(self, views: Views, class_distances: np.ndarray | None = None) -> np.ndarray:
+        """Voted class slot per query row (-1 when there are fewer than ``k`` neighbours).
+
+        ``views`` must match those given to :meth:`fit`. With more than ``exact_up_to``
+        neighbours and the rows' ``class_distances`` (n, slots), e.g. to the prototypes, each
+        row searches only the samples of its ``shortlist`` nearest classes: the cost of the
+        search stops growing with the number of classes.
         """
-        z = np.atleast_2d(z)
+        queries = _as_views(views)
+        if len(queries) != len(self._views):
+            raise ValueError(f"expected {len(self._views)} views, got {len(queries)}")
+        n = len(queries[0])
         if not self.ready:
-            return np.full(len(z), -1)
-        k = self.k
-        cross = z @ self._z.T
+            return np.full(n, -1)
         cand = self._candidates(class_distances) if len(self._slots) > self.exact_up_to else None
-        if cand is None:
-            d = np.maximum((z * z).sum(1, keepdims=True) - 2.0 * cross + self._sq, 0.0)
-            idx = np.argpartition(d, k - 1, axis=1)[:, :k]
-            near = np.take_along_axis(d, idx, axis=1)
-        else:
-            safe = np.maximum(cand, 0)
-            d = np.maximum((z * z).sum(1, keepdims=True) - 2.0 * np.take_along_axis(cross, safe, axis=1)
-                           + self._sq[safe], 0.0)
-            d[cand < 0] = np.inf
-            local = np.argpartition(d, k - 1, axis=1)[:, :k]
-            near = np.take_along_axis(d, local, axis=1)
-            idx = np.take_along_axis(cand, local, axis=1)
-        weight = 1.0 / (near + 1e-6 * (near.mean(1, keepdims=True) + 1e-12))
-        slots = self._slots[idx]
         n_slots = int(self._slots.max()) + 1
-        votes = np.zeros((len(z), n_slots))
-        np.add.at(votes, (np.repeat(np.arange(len(z)), k), slots.ravel()), weight.ravel())
-        return votes.argmax(1)
+        votes = np.zeros(n * n_slots)
+        rows = np.repeat(np.arange(n) * n_slots, self.k)
+        for query, ref, ref_sq in zip(queries, self._views, self._sq):
+            idx, near = self._nearest(query, ref, ref_sq, cand)
+            weight = 1.0 / (near + 1e-6 * (near.mean(1, keepdims=True) + 1e-12))
+            weight /= weight.sum(1, keepdims=True)
+            votes += np.bincount(rows + self._slots[idx].ravel(), weights=weight.ravel(), minlength=len(votes))
+        return votes.reshape(n, n_slots).argmax(1)
+
+    def _nearest(
+        self, query: np.ndarray, ref: np.ndarray, ref_sq: np.ndarray, cand: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and squared distances (n, k) of each query row's ``k`` nearest stored rows."""
+        d = query @ ref.T  # squared distances, built in place: |q|^2 - 2 q.r + |r|^2
+        if cand is not None:
+            safe = np.maximum(cand, 0)
+            d, ref_sq = np.take_along_axis(d, safe, axis=1), ref_sq[safe]
+        d *= -2.0
+        d += ref_sq
+        d += (query * query).sum(1, keepdims=True)
+        if cand is not None:
+            d[cand < 0] = np.inf
+        # torch's top-k: the same k smallest as numpy's argpartition, in a third to a half of the time.
+        near, local = torch.topk(torch.from_numpy(d), self.k, dim=1, largest=False, sorted=False)
+        idx = local.numpy() if cand is None else np.take_along_axis(cand, local.numpy(), axis=1)
+        return idx, np.maximum(near.numpy(), 0.0)
 
     def _candidates(self, class_distances: np.ndarray | None) -> np.ndarray | None:
         """Neighbour indices of each row's nearest classes (-1 padded), or None to search them all."""
@@ -89,7 +126,10 @@ class NeighbourVote:
         return cand
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"z": self._z.copy(), "slots": self._slots.copy()}
+        """Arrays for checkpoints: ``view0``, ``view1``, … and ``slots``."""
+        return {**{f"view{i}": view.copy() for i, view in enumerate(self._views)}, "slots": self._slots.copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.fit(state["z"], state["slots"])
+        """Restore from :meth:`state` (a checkpoint of 0.1, with one view saved as ``z``, loads too)."""
+        views = [state[f"view{i}"] for i in range(len(state)) if f"view{i}" in state] or [state["z"]]
+        self.fit(views, state["slots"])
