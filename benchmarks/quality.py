@@ -8,7 +8,8 @@ Run by ``make bench`` (never by the tests)::
 - B2: few-shot on classes never seen in training (digits 0-4 -> 5-9; synthetic many-class family):
   5-way 1- and 5-shot nearest-prototype accuracy with 95% CI over paired episodes.
 - B3: river RandomRBF and LED with abrupt and gradual drift.
-- Replay speed: the Learner at its default batch_size 256 vs the per-sample online MLP on B1.
+- Replay speed: the Learner at its default batch_size 256 vs the per-sample online MLP on B1
+  (alternating, fastest of 3 runs each).
 
 Every model sees the same samples in the same order, test-then-train. The
 Learner gets mini-batches of ``--batch-size`` (default 32) through
@@ -59,6 +60,7 @@ logger = logging.getLogger("benchmarks.quality")
 
 DEFAULT_BATCH = 32
 REPLAY_BATCH = LearnerSettings().batch_size  # what `streamlearn replay` and the daemon use (256)
+REPLAY_REPEATS = 3  # runs of each model in the replay-speed comparison; the fastest counts
 POST_SWITCH_WINDOW = 100
 
 
@@ -193,16 +195,22 @@ def run_fewshot(sizes: Sizes, seed: int, batch_size: int) -> dict:
     return out
 
 
-def run_replay_speed(case: StreamCase, results: Sequence[RunResult], seed: int) -> list[dict]:
-    """The Learner at its default batch size vs the per-sample online MLP on the same 64-d stream."""
-    run = run_prequential(LearnerModel(Learner(seed=seed)), case.X, case.labels, REPLAY_BATCH)
-    mlp = next(r for r in results if r.model == "online-mlp")
-    return [
-        {"model": f"streamlearn (batch {REPLAY_BATCH})", "accuracy": prequential_accuracy(run.correct),
-         "samples_per_s": run.samples_per_s, "wall_s": run.wall_s},
-        {"model": "online-mlp (per sample)", "accuracy": prequential_accuracy(mlp.correct),
-         "samples_per_s": mlp.samples_per_s, "wall_s": mlp.wall_s},
-    ]
+def run_replay_speed(case: StreamCase, seed: int, repeats: int = REPLAY_REPEATS) -> list[dict]:
+    """The Learner at its default batch size vs the per-sample online MLP on the same 64-d stream.
+
+    Both run ``repeats`` times, alternately, and each keeps its fastest run: a burst of
+    load on this shared machine then slows neither figure. Every run of a model gives the
+    same predictions (fixed seed), so the accuracy is that of any of its runs.
+    """
+    best: dict[str, RunResult] = {}
+    for _ in range(repeats):
+        for key, model in (("learner", LearnerModel(Learner(seed=seed))), ("mlp", baselines.OnlineMLP(seed=seed))):
+            run = run_prequential(model, case.X, case.labels, REPLAY_BATCH)  # the MLP still learns per sample
+            if key not in best or run.samples_per_s > best[key].samples_per_s:
+                best[key] = run
+    names = {"learner": f"streamlearn (batch {REPLAY_BATCH})", "mlp": "online-mlp (per sample)"}
+    return [{"model": names[key], "accuracy": prequential_accuracy(run.correct), "samples_per_s": run.samples_per_s,
+             "wall_s": run.wall_s, "repeats": repeats} for key, run in best.items()]
 
 
 def _stream_record(case: StreamCase, results: Sequence[RunResult]) -> dict:
@@ -250,7 +258,7 @@ def render(record: dict) -> str:
         rows = [[m, _pct(v["1-shot"]), _pct(v["5-shot"])] for m, v in f["scores"].items()]
         parts.append(report.markdown_table(["embedding", "1-shot", "5-shot"], rows))
     if record.get("replay_speed"):
-        parts += ["", "## Replay speed on B1 (64-d input)", ""]
+        parts += ["", "## Replay speed on B1 (64-d input; alternating runs, the fastest of each model)", ""]
         parts.append(report.markdown_table(
             ["model", "accuracy", "samples/s", "wall s"],
             [[r["model"], r["accuracy"], r["samples_per_s"], r["wall_s"]] for r in record["replay_speed"]]))
@@ -302,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             case.title, results, case.switches, args.out / f"quality_{case.name}.png", transition=case.transition
         )
         if case.name == "digits_perm":
-            record["replay_speed"] = run_replay_speed(case, results, args.seed)
+            record["replay_speed"] = run_replay_speed(case, args.seed)
     if "B2" in args.groups:
         record["fewshot"] = run_fewshot(sizes, args.seed, args.batch_size)
     record["meta"] = {
