@@ -59,7 +59,7 @@ BENCH_ENV = OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 bench: setup  ## run the quality benchmark (prints a table)
 	$(BENCH_ENV) $(BIN)/python benchmarks/quality.py
 
-bench-throughput: setup  ## daemon vs raw Kafka throughput, latency at 1,000/s, memory (~10 min; SAMPLES=N)
+bench-throughput: setup  ## daemon vs raw Kafka throughput, latency at 1,000/s, memory (~5 min; SAMPLES=N)
 	$(BENCH_ENV) $(BIN)/python benchmarks/throughput.py $(if $(SAMPLES),--samples $(SAMPLES))
 
 kafka:  ## start the local Kafka broker (KAFKA_PORT, default 9092); prints its address
