@@ -31,7 +31,7 @@ MODEL_FILE = "model.safetensors"
 #: The inference-only copy written beside each checkpoint: no raw samples, no optimiser, no concepts.
 EXPORT_FILE = "export.safetensors"
 # The export leaves out every stored input: the vote keeps its embedding view (view0) and its slots.
-_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slots", "head_accuracy")
+_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slots", "linear.", "head_accuracy")
 LATEST = "LATEST"
 _COUNTERS = ("since_meta", "since_drift", "since_snapshot", "plastic_left", "recheck_in", "concept_id", "next_concept_id")
 
@@ -50,13 +50,14 @@ def _concept_arrays(prefix: str, c: Concept) -> dict[str, np.ndarray]:
     out = _encoder_arrays(f"{prefix}.encoder", c.encoder_state)
     out.update({f"{prefix}.head.{k}": v for k, v in c.head_state.items()})
     out.update({f"{prefix}.memory.{k}": v for k, v in c.memory_state.items()})
+    out.update({f"{prefix}.linear.{k}": v for k, v in (c.linear_state or {}).items()})
     return out
 
 
 def _concept_from(arrays: dict[str, np.ndarray], prefix: str, info: dict) -> Concept:
     encoder = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, f"{prefix}.encoder").items()}
     return Concept(info["id"], encoder, _part(arrays, f"{prefix}.head"), _part(arrays, f"{prefix}.memory"),
-                   info["accuracy"], info["model_version"])
+                   info["accuracy"], info["model_version"], _part(arrays, f"{prefix}.linear") or None)
 
 
 def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
@@ -70,6 +71,8 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     arrays.update({f"memory.{k}": v for k, v in learner.memory.state().items()})
     if learner.vote is not None:
         arrays.update({f"vote.{k}": v for k, v in learner.vote.state().items()})
+    if learner.linear is not None:
+        arrays.update({f"linear.{k}": v for k, v in learner.linear.state().items()})
     arrays["head_accuracy"] = learner.head_accuracy.copy()
     if learner.teacher is not None:
         arrays.update(_encoder_arrays("teacher", learner.teacher.encoder.state_dict()))
@@ -134,7 +137,10 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     learner.registry.load_state(meta["registry"])
     if learner.vote is not None:
         learner.vote.load_state(_part(arrays, "vote"))
-    learner.head_accuracy = arrays["head_accuracy"].copy()
+    if learner.linear is not None and _part(arrays, "linear"):  # absent from a 0.1 checkpoint: starts untrained
+        learner.linear.load_state(_part(arrays, "linear"))
+    saved = arrays["head_accuracy"]  # 0.1 saved two heads (prototypes, vote)
+    learner.head_accuracy[: len(saved)] = saved
     if meta.get("teacher_version") is not None and _part(arrays, "teacher"):
         learner.teacher = Teacher(learner.encoder, meta["teacher_version"])
         learner.teacher.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "teacher").items()})

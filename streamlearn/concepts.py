@@ -15,7 +15,7 @@ __all__ = ["Concept", "ConceptLibrary"]
 
 @dataclass
 class Concept:
-    """A known-good state of the model for one concept: encoder weights, prototypes and memory."""
+    """A known-good state of the model for one concept: encoder weights, prototypes, memory, linear head."""
 
     concept_id: int
     encoder_state: dict[str, torch.Tensor]
@@ -23,16 +23,23 @@ class Concept:
     memory_state: dict[str, np.ndarray]
     accuracy: float
     model_version: int
+    linear_state: dict[str, np.ndarray] | None = None  # None: captured without a linear head (or by 0.1)
 
     @classmethod
-    def capture(cls, concept_id: int, encoder: nn.Module, head, memory, accuracy: float, model_version: int) -> "Concept":
+    def capture(
+        cls, concept_id: int, encoder: nn.Module, head, memory, accuracy: float, model_version: int, linear=None
+    ) -> "Concept":
         """Copy the live parts into a frozen concept."""
         state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-        return cls(concept_id, state, head.state(), memory.state(), accuracy, model_version)
+        linear_state = linear.state() if linear is not None else None
+        return cls(concept_id, state, head.state(), memory.state(), accuracy, model_version, linear_state)
 
     def forget_slot(self, slot: int) -> None:
-        """Drop one class slot's prototypes and memory (its label was evicted and the slot reused)."""
-        for state, flags in ((self.head_state, ("active", "counts")), (self.memory_state, ("count", "next"))):
+        """Drop one class slot's prototypes, memory and weights (its label was evicted and the slot reused)."""
+        parts = [(self.head_state, ("active", "counts")), (self.memory_state, ("count", "next"))]
+        if self.linear_state is not None:
+            parts.append((self.linear_state, ("weight", "bias", "trained")))
+        for state, flags in parts:
             for key in flags:
                 if key in state and slot < len(state[key]):
                     state[key] = state[key].copy()

@@ -117,6 +117,7 @@ class LearnerSettings(_Section):
     max_classes: PositiveInt = 1000
     prototypes_per_class: PositiveInt = 1
     neighbours: NonNegativeInt = 5
+    linear_lr: float = Field(0.01, ge=0, allow_inf_nan=False)
     distill_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
     anchor_weight: float = Field(0.01, ge=0, allow_inf_nan=False)
     drift_delta: float = Field(0.002, gt=0, lt=1, allow_inf_nan=False)

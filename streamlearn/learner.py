@@ -14,7 +14,8 @@ import torch
 
 from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
-    ClassMemory, ClassRegistry, Encoder, Label, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead, Teacher,
+    ClassMemory, ClassRegistry, Encoder, Label, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead,
+    Teacher, linear_inputs, linear_width,
 )
 from streamlearn.concepts import Concept, ConceptLibrary
 from streamlearn.repair import RepairMixin
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 _RECENT = 256  # labeled samples kept to judge and repair a drift
 _HEAD_RATE = 0.02  # update rate of the running accuracy of each head
+# How much better than the best other head a head's running accuracy must be for it to predict.
+# The linear head is usually a little worse on clustered data; with no margin it would win on
+# noise (its running accuracy fluctuating above the others') and then cost accuracy while it leads.
+_HEAD_MARGIN = (0.0, 0.0, 0.02)  # prototypes, vote, linear
 _REFRESH_BUDGET = 4096  # memory samples embedded again per refresh when memory is larger (see _embed_memory)
 
 
@@ -75,6 +80,7 @@ class Learner(RepairMixin):
         max_classes: int = 1000,
         prototypes_per_class: int = 1,
         neighbours: int = 5,
+        linear_lr: float = 0.01,
         distill_weight: float = 1.0,
         anchor_weight: float = 0.01,
         drift_delta: float = 0.002,
@@ -98,6 +104,7 @@ class Learner(RepairMixin):
         self.max_classes = max_classes
         self.prototypes_per_class = prototypes_per_class
         self.neighbours = neighbours
+        self.linear_lr = linear_lr
         self.distill_weight = distill_weight
         self.anchor_weight = anchor_weight
         self.drift_delta = drift_delta
@@ -107,6 +114,8 @@ class Learner(RepairMixin):
         PrototypeHead(embedding_dim, per_class=prototypes_per_class)
         if neighbours < 0:
             raise ValueError(f"neighbours must be >= 0, got {neighbours}")
+        if linear_lr < 0:
+            raise ValueError(f"linear_lr must be >= 0, got {linear_lr}")
         DriftMonitor(delta=drift_delta)
         ConceptLibrary(concept_library_size)
         self.model_version = 0
@@ -131,8 +140,9 @@ class Learner(RepairMixin):
         self.registry = ClassRegistry(self.max_classes)
         self.head = PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
         self.vote = NeighbourVote(self.neighbours) if self.neighbours else None
+        self.linear: LinearHead | None = None  # built with the encoder (its input is embedding + features)
         # Recent accuracy of the prototype head and of the neighbour vote: predictions follow the better.
-        self.head_accuracy = np.array([0.5, 0.5])
+        self.head_accuracy = np.array([0.5, 0.5, 0.5])
         self.monitor = DriftMonitor(delta=self.drift_delta)
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
@@ -160,6 +170,10 @@ class Learner(RepairMixin):
         self.normalizer = OnlineStandardizer(n_features)
         self.memory = ClassMemory(n_features, self.memory_per_class)
         self.meta = self._meta_step()
+        self.linear = self._linear_head()
+
+    def _linear_head(self) -> LinearHead | None:
+        return LinearHead(linear_width(self.embedding_dim, self._n_features), lr=self.linear_lr) if self.linear_lr > 0 else None
 
     def _meta_step(self) -> MetaStep:
         return MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight,
@@ -200,21 +214,31 @@ class Learner(RepairMixin):
         return embed_with(self.encoder, self.normalizer, self._check(features))
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
-        """Nearest-prototype (or voted) labels and squared distances; learns nothing."""
+        """Labels from the currently best head and squared distances to their prototypes; learns nothing."""
         return predict_with(self.encoder, self.normalizer, self.head, self.registry.slot_labels(), self._check(features),
-                            self._active_vote())
+                            **self._active_alternative())
 
-    def _active_vote(self) -> NeighbourVote | None:
-        if self.vote is not None and self.vote.ready and self.head_accuracy[1] > self.head_accuracy[0]:
-            return self.vote
-        return None
+    def _best_head(self, available: Sequence[bool]) -> int:
+        """Index (0 prototypes, 1 vote, 2 linear) of the most accurate available head; ties go to the first."""
+        best = 0
+        for h in range(1, len(available)):
+            margin = _HEAD_MARGIN[h]
+            if available[h] and (not available[best] or self.head_accuracy[h] > self.head_accuracy[best] + margin):
+                best = h
+        return best
+
+    def _active_alternative(self) -> dict[str, NeighbourVote | LinearHead]:
+        """The vote or the linear head when it currently predicts better than the prototypes, for snapshots."""
+        ready = (True, self.vote is not None and self.vote.ready, self.linear is not None and self.linear.ready)
+        best = self._best_head(ready)
+        return {1: {"vote": self.vote}, 2: {"linear": self.linear}}.get(best, {})
 
     def snapshot(self) -> ModelSnapshot:
         """An immutable copy for concurrent readers (the HTTP API)."""
         if self._n_features is None:
             raise ValueError("no model yet: the learner has not seen a sample")
         return ModelSnapshot.capture(
-            self.encoder, self.normalizer, self.head, self.registry.slot_labels(), vote=self._active_vote(),
+            self.encoder, self.normalizer, self.head, self.registry.slot_labels(), **self._active_alternative(),
             model_version=self.model_version, n_features=self._n_features, embedding_dim=self.embedding_dim,
             samples_seen=self.samples_seen, last_update=self.last_update,
         )
@@ -230,16 +254,17 @@ class Learner(RepairMixin):
         z = encode(self.encoder, xn)
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
-        votes = self._vote(z, xn, dists)
+        alt = self._alternatives(z, xn, dists)  # (n, 2): the vote's and the linear head's picks, -1 = none
         z_sq = (z * z).sum(1)
+        learned: list[tuple[int, int]] = []  # (row, slot) of the labeled samples, for the linear head
         preds: list[Label | None] = []
         drift: list[bool] = []
         versions: list[int] = []
         correct: list[bool | None] = []
         for i, label in enumerate(labels):
             slot, dist = self.head.pick(dists[i])
-            voted = int(votes[i]) if votes is not None else -1
-            chosen = voted if voted >= 0 and self.head_accuracy[1] > self.head_accuracy[0] else slot
+            picks = (slot, int(alt[i, 0]), int(alt[i, 1]))
+            chosen = picks[self._best_head([p >= 0 for p in picks])]
             preds.append(self.registry.label_of(chosen) if chosen >= 0 else None)
             versions.append(self.model_version)
             drifted = slot >= 0 and self.monitor.update_distance(dist)
@@ -251,14 +276,16 @@ class Learner(RepairMixin):
                 continue
             known = self.registry.slot_of(label)
             ok = chosen >= 0 and chosen == known
-            if voted >= 0:
-                self.head_accuracy += _HEAD_RATE * (np.array([slot == known, voted == known]) - self.head_accuracy)
+            for h, pick in enumerate(picks):
+                if pick >= 0:
+                    self.head_accuracy[h] += _HEAD_RATE * ((pick == known) - self.head_accuracy[h])
             correct.append(ok)
             y, _, evicted = self.registry.slot_for(label)
             if evicted is not None:
                 self._forget_slot(y)
-                if votes is not None:
-                    votes[i + 1 :][votes[i + 1 :] == y] = -1
+                alt[i + 1 :][alt[i + 1 :] == y] = -1
+                learned = [(row, s) for row, s in learned if s != y]
+            learned.append((i, y))
             self.head.update(y, z[i], missed=slot != known)
             if self.head.capacity == dists.shape[1]:
                 self.head.refresh(dists[i + 1 :], z[i + 1 :], y, z_sq[i + 1 :])
@@ -284,21 +311,28 @@ class Learner(RepairMixin):
                     z[i + 1 :] = encode(self.encoder, xn[i + 1 :])
                 dists = self._distances_after(z, i)  # repair may have changed any class
                 z_sq = (z * z).sum(1)
-                if votes is not None:
-                    fresh = self._vote(z[i + 1 :], xn[i + 1 :], dists[i + 1 :])
-                    votes[i + 1 :] = fresh if fresh is not None else -1
+                alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :])
             drift.append(drifted)
         self.samples_seen += len(x)
+        if learned and self.linear is not None:
+            rows, slots = np.array(learned).T
+            self.linear.learn(linear_inputs(z[rows], xn[rows]), slots)
         if not self._learn() and self.vote is not None and any(label is not None for label in labels):
             self._embed_memory()  # the vote must see this batch's samples even without a meta step
         self._maybe_snapshot()
         return BatchResult(z, preds, drift, versions, correct)
 
-    def _vote(self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray) -> np.ndarray | None:
-        """Voted slot per row of embeddings ``z`` and standardised inputs ``xn``; None without a ready vote."""
-        if self.vote is None or not self.vote.ready:
-            return None
-        return self.vote.predict((z, xn)[: self.vote.n_views], dists)
+    def _alternatives(self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray) -> np.ndarray:
+        """Slots picked by the vote and by the linear head (n, 2) for embeddings ``z``, standardised ``xn``.
+
+        -1 where that head is off or not ready yet.
+        """
+        alt = np.full((len(z), 2), -1, dtype=np.int64)
+        if self.vote is not None and self.vote.ready:
+            alt[:, 0] = self.vote.predict((z, xn)[: self.vote.n_views], dists)
+        if self.linear is not None and self.linear.ready:
+            alt[:, 1] = self.linear.predict(linear_inputs(z, xn))
+        return alt
 
     def _distances_after(self, z: np.ndarray, i: int) -> np.ndarray:
         """A batch distance matrix recomputed for the rows after ``i`` (rows up to ``i`` are done with)."""
@@ -387,6 +421,8 @@ class Learner(RepairMixin):
         """An evicted class's slot is reused: nothing of the old class may survive under the new label."""
         self.head.clear(slot)
         self.memory.clear(slot)
+        if self.linear is not None:
+            self.linear.clear(slot)
         kept = [entry for entry in self._recent if entry[1] != slot]
         self._recent.clear()
         self._recent.extend(kept)

@@ -9,7 +9,7 @@ from torch import nn
 
 from streamlearn.concepts import Concept
 from streamlearn.drift import DriftMonitor, change_point
-from streamlearn.model import ClassMemory, PrototypeHead, Teacher
+from streamlearn.model import ClassMemory, PrototypeHead, Teacher, linear_inputs
 from streamlearn.snapshot import encode
 
 __all__ = ["RepairMixin", "choose_repair", "prequential_accuracy"]
@@ -21,6 +21,7 @@ _PLASTIC_SAMPLES = 300  # labeled samples of raised learning rate after a new co
 _PLASTICITY = 3.0
 _CONFIDENT_WINDOW = 40  # post-change samples that make a repair decision final
 _RECHECK = 25  # labeled samples after a low-confidence "keep" before judging again
+_COLLAPSE = 0.25  # a fall of the live accuracy this large on a confident window rules out "keep"
 
 
 def prequential_accuracy(encoder: nn.Module, head: PrototypeHead, x: np.ndarray, slots: np.ndarray) -> float:
@@ -38,14 +39,28 @@ def prequential_accuracy(encoder: nn.Module, head: PrototypeHead, x: np.ndarray,
     return correct / max(1, len(slots))
 
 
-def choose_repair(scores: dict[str, float], margin: float = 0.02) -> str:
+def choose_repair(
+    scores: dict[str, float], margin: float = 0.02, before: float | None = None, live: str | None = None
+) -> str:
     """Pick the action with the best window accuracy; ``keep`` wins ties within ``margin``.
+
+    ``before`` is the live accuracy before the change, when the window is long enough to
+    trust: if keeping the model scores more than ``_COLLAPSE`` below it, the model no longer
+    fits the stream and keep is not an option, even when every candidate does badly on the
+    short window; nor is ``live``, the action that restores the live concept's own snapshot.
+    (Either would file the new concept's data under the old concept.)
 
     >>> choose_repair({"keep": 0.5, "reestimate": 0.8, "restore:3": 0.9})
     'restore:3'
     >>> choose_repair({"keep": 0.79, "reestimate": 0.8})
     'keep'
+    >>> choose_repair({"keep": 0.17, "reestimate": 0.06, "restore:0": 0.1}, before=0.72, live="restore:0")
+    'reestimate'
     """
+    if before is not None and scores.get("keep", 1.0) < before - _COLLAPSE:
+        ruled_out = {"keep", live}
+        if any(action not in ruled_out for action in scores):
+            scores = {action: score for action, score in scores.items() if action not in ruled_out}
     best = max(scores, key=scores.__getitem__)
     if "keep" in scores and scores[best] - scores["keep"] <= margin:
         return "keep"
@@ -67,7 +82,8 @@ class RepairMixin:
         if self._good is not None and self._good.concept_id == self._concept_id and acc < self._good.accuracy - 0.05:
             return
         self._since_snapshot = 0
-        self._good = Concept.capture(self._concept_id, self.encoder, self.head, self.memory, acc, self.model_version)
+        self._good = Concept.capture(self._concept_id, self.encoder, self.head, self.memory, acc, self.model_version,
+                                     self.linear)
         self.library.put(self._good)
         if self.distill_weight > 0:
             if self.teacher is None:
@@ -89,14 +105,18 @@ class RepairMixin:
             head = self._empty_head()
             head.load_state(concept.head_state)
             scores[f"restore:{concept.concept_id}"] = prequential_accuracy(concept.encoder(self.encoder), head, wx, wy)
-        action = choose_repair(scores)
+        confident = k >= _CONFIDENT_WINDOW or detector == "recheck"
+        earlier = [ok for _, _, ok in recent[:-k]]
+        before = float(np.mean(earlier)) if confident and len(earlier) >= _CONFIDENT_WINDOW else None
+        live = f"restore:{self._concept_id}"
+        action = choose_repair(scores, before=before, live=live)
         logger.info("repair chosen", extra={"window": k, "action": action,
                                             "scores": {a: round(v, 3) for a, v in scores.items()}})
         self._since_drift = 0
-        self._recheck_in = 0
+        # A short window is weak evidence: look again once more of the new data is in, unless the
+        # choice was a known concept other than the live one (it fitted the new data already).
+        self._recheck_in = _RECHECK if not confident and (action in ("keep", live, "reestimate")) else 0
         if action == "keep":
-            # A short window is weak evidence: look again once more of the new data is in.
-            self._recheck_in = _RECHECK if k < _CONFIDENT_WINDOW and detector != "recheck" else 0
             self._record(detector, "keep")
             return False
         self.monitor = DriftMonitor(delta=self.drift_delta)
@@ -125,6 +145,8 @@ class RepairMixin:
         """
         self.head = self._empty_head()
         self.memory = ClassMemory(self._n_features, self.memory_per_class)
+        self.linear = self._linear_head()
+        self.head_accuracy[2] = 0.0  # the fresh linear head must earn its turn
         self._concept_id, self._next_concept_id = self._next_concept_id, self._next_concept_id + 1
         self._plastic_left = _PLASTIC_SAMPLES
         self.meta.set_plasticity(_PLASTICITY)
@@ -135,6 +157,12 @@ class RepairMixin:
         self.head.load_state(concept.head_state)
         self.memory.load_state(concept.memory_state)
         self.meta = self._meta_step()
+        if self.linear is not None:
+            if concept.linear_state is not None:
+                self.linear.load_state(concept.linear_state)
+            else:  # what it learned belongs to the concept being left: start again and earn the turn
+                self.linear = self._linear_head()
+                self.head_accuracy[2] = 0.0
         self._concept_id = concept.concept_id
         self._plastic_left = 0
         self.library.touch(concept.concept_id)
@@ -146,6 +174,8 @@ class RepairMixin:
         for xi, zi, slot in zip(raw, z, wy):
             self.head.update(int(slot), zi)
             self.memory.add(int(slot), xi)
+        if self.linear is not None and len(wy):
+            self.linear.learn(linear_inputs(z, wx), np.asarray(wy, dtype=np.int64))
 
     def rollback(self) -> bool:
         """Restore the last good snapshot; False when there is none yet."""

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from streamlearn.model.classes import Label
+from streamlearn.model.linear import LinearHead, linear_inputs
 from streamlearn.model.neighbours import NeighbourVote
 from streamlearn.model.normalizer import OnlineStandardizer
 from streamlearn.model.prototypes import PrototypeHead
@@ -36,12 +37,14 @@ def predict_with(
     labels: list[Label | None],
     features: np.ndarray,
     vote: NeighbourVote | None = None,
+    linear: LinearHead | None = None,
 ) -> tuple[list[Label | None], np.ndarray]:
     """Labels and squared distances to the predicted class's prototype for raw ``features`` (n, d).
 
-    The label comes from the neighbour ``vote`` when one is given, else from the nearest
-    prototype; ``None``/inf before any class is known. The vote looks at the embedding and,
-    when it holds that view too, the standardised input (an export holds the first only).
+    The label comes from the neighbour ``vote`` or the ``linear`` head when one is given,
+    else from the nearest prototype; ``None``/inf before any class is known. The vote looks
+    at the embedding and, when it holds that view too, the standardised input (an export
+    holds the first only); the linear head at both.
     """
     standardised = normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
     z = encode(encoder, standardised)
@@ -52,6 +55,9 @@ def predict_with(
     if vote is not None:
         voted = vote.predict((z, standardised)[: vote.n_views], d)
         slots = np.where((voted >= 0) & (voted < d.shape[1]), voted, slots)
+    if linear is not None:
+        picked = linear.predict(linear_inputs(z, standardised))
+        slots = np.where((picked >= 0) & (picked < d.shape[1]), picked, slots)
     best = d[np.arange(len(z)), slots]
     return [labels[s] if s < len(labels) else None for s in slots], best
 
@@ -70,10 +76,11 @@ class ModelSnapshot:
     samples_seen: int
     last_update: float | None
     vote: NeighbourVote | None = None
+    linear: LinearHead | None = None
     created_at: float = field(default_factory=time.time)
 
     @classmethod
-    def capture(cls, encoder, normalizer, head, slot_labels, vote=None, **info) -> "ModelSnapshot":
+    def capture(cls, encoder, normalizer, head, slot_labels, vote=None, linear=None, **info) -> "ModelSnapshot":
         """Deep-copy the live parts so later learning cannot change this snapshot."""
         return cls(
             encoder=copy.deepcopy(encoder).eval(),
@@ -81,6 +88,7 @@ class ModelSnapshot:
             head=copy.deepcopy(head),
             slot_labels=list(slot_labels),
             vote=copy.deepcopy(vote),
+            linear=copy.deepcopy(linear),
             **info,
         )
 
@@ -94,4 +102,4 @@ class ModelSnapshot:
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Predicted labels and squared distances to the predicted prototype."""
-        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features, self.vote)
+        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features, self.vote, self.linear)

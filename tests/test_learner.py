@@ -138,14 +138,17 @@ def test_rollback_restores_the_last_good_snapshot():
     x, labels = blobs(1200)
     run(learner, x, labels)
     good_weights = {k: v.clone() for k, v in learner._good.encoder_state.items()}
+    good_linear = learner._good.linear_state["weight"].copy()
     with torch.no_grad():
         for p in learner.encoder.parameters():
             p.add_(1.0)
+    learner.linear.weight += 1.0
     version = learner.model_version
     assert learner.rollback() is True
     assert learner.model_version == version + 1
     for k, v in learner.encoder.state_dict().items():
         torch.testing.assert_close(v, good_weights[k])
+    np.testing.assert_array_equal(learner.linear.weight, good_linear)  # the linear head is part of the snapshot
 
 
 def test_reset_forgets_everything_but_the_version_keeps_rising():
@@ -180,8 +183,9 @@ def test_neighbour_vote_takes_over_when_classes_are_made_of_several_clusters():
     which = rng.integers(0, 4, 1500)
     x = centres[which] + rng.normal(0, 0.4, (1500, 2)).astype(np.float32)
     labels = ["even" if w < 2 else "odd" for w in which]
-    # No meta steps: the encoder stays random, so the comparison is between the two heads alone.
-    frozen = dict(SMALL, meta_every=10**9)
+    # No meta steps and no linear head: the encoder stays random, so the comparison is between
+    # the prototypes and the vote alone.
+    frozen = dict(SMALL, meta_every=10**9, linear_lr=0)
     with_vote, without = Learner(seed=0, **frozen), Learner(seed=0, neighbours=0, **frozen)
     acc_vote = np.mean([c for r in run(with_vote, x, labels)[-10:] for c in r.correct])
     acc_proto = np.mean([c for r in run(without, x, labels)[-10:] for c in r.correct])
@@ -211,6 +215,24 @@ def test_the_vote_also_looks_at_the_input_when_the_embedding_loses_what_separate
     slots = embedding_only.predict(learner.embed(test_x))
     accuracy_embedding_only = np.mean([learner.registry.label_of(int(s)) == y for s, y in zip(slots, test_y)])
     assert accuracy > 0.95 and accuracy > accuracy_embedding_only + 0.1, (accuracy, accuracy_embedding_only)
+
+
+def test_the_linear_head_takes_over_when_a_hyperplane_separates_the_classes():
+    """A thin slab (x0 > 0.6) among 30 irrelevant features: its mean sits off the boundary and
+    neighbours drown in the noise, but one hyperplane separates it."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (3000, 31)).astype(np.float32)
+    labels = ["high" if v > 0.6 else "low" for v in x[:, 0]]
+    with_linear, without = Learner(seed=0, **SMALL), Learner(seed=0, linear_lr=0, **SMALL)
+    acc_linear = np.mean([c for r in run(with_linear, x, labels)[-20:] for c in r.correct])
+    acc_without = np.mean([c for r in run(without, x, labels)[-20:] for c in r.correct])
+    assert acc_linear > acc_without + 0.05, (acc_linear, acc_without)
+    assert with_linear.snapshot().linear is not None  # the served model predicts with the linear head
+    test = rng.uniform(-1, 1, (400, 31)).astype(np.float32)
+    truth = ["high" if v > 0.6 else "low" for v in test[:, 0]]
+    served = with_linear.snapshot().predict(test)[0]
+    assert served == with_linear.predict(test)[0]  # the API predicts with the same head as the learner
+    assert np.mean([p == t for p, t in zip(served, truth)]) > 0.9
 
 
 def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():

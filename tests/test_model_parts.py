@@ -1,4 +1,4 @@
-"""Oracle and property tests for the model parts: standardiser, prototypes, memory, meta step, neighbour vote."""
+"""Oracle and property tests for the model parts: standardiser, prototypes, memory, meta step, vote, linear head."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlearn.model import (
-    ClassMemory, ClassRegistry, Encoder, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead, Teacher,
+    ClassMemory, ClassRegistry, Encoder, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead,
+    Teacher,
 )
 
 
@@ -180,3 +181,37 @@ def test_a_one_view_vote_saved_by_version_0_1_still_loads():
     vote.load_state({"z": np.array([[0.0], [1.0]], np.float32), "slots": np.array([3, 4])})
     assert vote.n_views == 1
     assert vote.predict(np.array([[0.9]])).tolist() == [4]
+
+
+def test_the_linear_head_predicts_nothing_before_two_classes_and_forgets_a_cleared_slot():
+    head = LinearHead(n_inputs=2, lr=0.5)
+    x = np.array([[1.0, 0.0], [0.0, 1.0]] * 10, dtype=np.float32)
+    head.learn(x[:1], np.array([0]))
+    assert head.predict(x).tolist() == [-1] * len(x)  # one class: nothing to tell apart
+    for _ in range(10):
+        head.learn(x, np.array([0, 3] * 10))  # slots need not be contiguous
+    assert head.predict(x[:2]).tolist() == [0, 3]
+    head.clear(3)
+    assert not head.ready and head.predict(x[:2]).tolist() == [-1, -1]
+    copy = LinearHead(n_inputs=2)
+    copy.load_state(head.state())
+    np.testing.assert_array_equal(copy.logits(x), head.logits(x))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_a_linear_head_step_lowers_the_log_loss_of_its_batch(seed):
+    rng = np.random.default_rng(seed)
+    head = LinearHead(n_inputs=5, lr=0.01)
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    head.learn(x, y)  # classes known, weights from one step
+
+    def log_loss():
+        z = head.logits(x).astype(np.float64)
+        z -= z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+    before = log_loss()
+    head.learn(x, y)
+    assert log_loss() < before

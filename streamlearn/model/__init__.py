@@ -1,8 +1,10 @@
-"""The model parts: encoder, standardiser, prototype head, class registry, memory, meta step, distillation."""
+"""The model parts: encoder, standardiser, prototype head, neighbour vote, linear head, class registry, memory,
+meta step, distillation."""
 
 from streamlearn.model.classes import ClassRegistry, Label
 from streamlearn.model.distill import Teacher, distillation_loss
 from streamlearn.model.encoder import Encoder
+from streamlearn.model.linear import LinearHead, linear_inputs, linear_width
 from streamlearn.model.memory import ClassMemory
 from streamlearn.model.meta import MetaStep, protonet_loss
 from streamlearn.model.neighbours import NeighbourVote
@@ -14,11 +16,14 @@ __all__ = [
     "ClassRegistry",
     "Encoder",
     "Label",
+    "LinearHead",
     "MetaStep",
     "NeighbourVote",
     "OnlineStandardizer",
     "PrototypeHead",
     "Teacher",
     "distillation_loss",
+    "linear_inputs",
+    "linear_width",
     "protonet_loss",
 ]
