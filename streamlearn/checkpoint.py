@@ -73,7 +73,7 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
         arrays.update({f"vote.{k}": v for k, v in learner.vote.state().items()})
     if learner.linear is not None:
         arrays.update({f"linear.{k}": v for k, v in learner.linear.state().items()})
-    arrays["head_accuracy"] = learner.head_accuracy.copy()
+    arrays["head_accuracy"] = learner.choice.accuracy.copy()
     if learner.teacher is not None:
         arrays.update(_encoder_arrays("teacher", learner.teacher.encoder.state_dict()))
     optim = learner.meta.optimizer.state_dict()
@@ -139,8 +139,7 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
         learner.vote.load_state(_part(arrays, "vote"))
     if learner.linear is not None and _part(arrays, "linear"):  # absent from a 0.1 checkpoint: starts untrained
         learner.linear.load_state(_part(arrays, "linear"))
-    saved = arrays["head_accuracy"]  # 0.1 saved two heads (prototypes, vote)
-    learner.head_accuracy[: len(saved)] = saved
+    learner.choice.load(arrays["head_accuracy"])
     if meta.get("teacher_version") is not None and _part(arrays, "teacher"):
         learner.teacher = Teacher(learner.encoder, meta["teacher_version"])
         learner.teacher.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "teacher").items()})

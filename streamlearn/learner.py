@@ -14,8 +14,8 @@ import torch
 
 from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
-    ClassMemory, ClassRegistry, Encoder, Label, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead,
-    Teacher, linear_inputs, linear_width,
+    HEADS, ClassMemory, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
+    OnlineStandardizer, PrototypeHead, Teacher, linear_inputs, linear_width,
 )
 from streamlearn.concepts import Concept, ConceptLibrary
 from streamlearn.repair import RepairMixin
@@ -26,11 +26,6 @@ __all__ = ["BatchResult", "Learner"]
 logger = logging.getLogger(__name__)
 
 _RECENT = 256  # labeled samples kept to judge and repair a drift
-_HEAD_RATE = 0.02  # update rate of the running accuracy of each head
-# How much better than the best other head a head's running accuracy must be for it to predict.
-# The linear head is usually a little worse on clustered data; with no margin it would win on
-# noise (its running accuracy fluctuating above the others') and then cost accuracy while it leads.
-_HEAD_MARGIN = (0.0, 0.0, 0.02)  # prototypes, vote, linear
 _REFRESH_BUDGET = 4096  # memory samples embedded again per refresh when memory is larger (see _embed_memory)
 
 
@@ -141,8 +136,7 @@ class Learner(RepairMixin):
         self.head = PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
         self.vote = NeighbourVote(self.neighbours) if self.neighbours else None
         self.linear: LinearHead | None = None  # built with the encoder (its input is embedding + features)
-        # Recent accuracy of the prototype head and of the neighbour vote: predictions follow the better.
-        self.head_accuracy = np.array([0.5, 0.5, 0.5])
+        self.choice = HeadChoice()  # which of prototypes, vote and linear head predicts
         self.monitor = DriftMonitor(delta=self.drift_delta)
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
@@ -218,20 +212,11 @@ class Learner(RepairMixin):
         return predict_with(self.encoder, self.normalizer, self.head, self.registry.slot_labels(), self._check(features),
                             **self._active_alternative())
 
-    def _best_head(self, available: Sequence[bool]) -> int:
-        """Index (0 prototypes, 1 vote, 2 linear) of the most accurate available head; ties go to the first."""
-        best = 0
-        for h in range(1, len(available)):
-            margin = _HEAD_MARGIN[h]
-            if available[h] and (not available[best] or self.head_accuracy[h] > self.head_accuracy[best] + margin):
-                best = h
-        return best
-
     def _active_alternative(self) -> dict[str, NeighbourVote | LinearHead]:
         """The vote or the linear head when it currently predicts better than the prototypes, for snapshots."""
         ready = (True, self.vote is not None and self.vote.ready, self.linear is not None and self.linear.ready)
-        best = self._best_head(ready)
-        return {1: {"vote": self.vote}, 2: {"linear": self.linear}}.get(best, {})
+        best = HEADS[self.choice.best(ready)]
+        return {"vote": {"vote": self.vote}, "linear": {"linear": self.linear}}.get(best, {})
 
     def snapshot(self) -> ModelSnapshot:
         """An immutable copy for concurrent readers (the HTTP API)."""
@@ -264,7 +249,7 @@ class Learner(RepairMixin):
         for i, label in enumerate(labels):
             slot, dist = self.head.pick(dists[i])
             picks = (slot, int(alt[i, 0]), int(alt[i, 1]))
-            chosen = picks[self._best_head([p >= 0 for p in picks])]
+            chosen = self.choice.pick(picks)
             preds.append(self.registry.label_of(chosen) if chosen >= 0 else None)
             versions.append(self.model_version)
             drifted = slot >= 0 and self.monitor.update_distance(dist)
@@ -276,9 +261,7 @@ class Learner(RepairMixin):
                 continue
             known = self.registry.slot_of(label)
             ok = chosen >= 0 and chosen == known
-            for h, pick in enumerate(picks):
-                if pick >= 0:
-                    self.head_accuracy[h] += _HEAD_RATE * ((pick == known) - self.head_accuracy[h])
+            self.choice.score(picks, known)
             correct.append(ok)
             y, _, evicted = self.registry.slot_for(label)
             if evicted is not None:

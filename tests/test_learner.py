@@ -189,7 +189,7 @@ def test_neighbour_vote_takes_over_when_classes_are_made_of_several_clusters():
     with_vote, without = Learner(seed=0, **frozen), Learner(seed=0, neighbours=0, **frozen)
     acc_vote = np.mean([c for r in run(with_vote, x, labels)[-10:] for c in r.correct])
     acc_proto = np.mean([c for r in run(without, x, labels)[-10:] for c in r.correct])
-    assert with_vote.head_accuracy[1] > with_vote.head_accuracy[0]
+    assert with_vote.choice.accuracy[1] > with_vote.choice.accuracy[0]
     assert acc_vote > 0.95 and acc_vote > acc_proto + 0.2, (acc_vote, acc_proto)
     test = centres[[0, 1, 2, 3]]
     assert with_vote.predict(test)[0] == ["even", "even", "odd", "odd"]

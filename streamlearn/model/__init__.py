@@ -1,6 +1,7 @@
-"""The model parts: encoder, standardiser, prototype head, neighbour vote, linear head, class registry, memory,
-meta step, distillation."""
+"""The model parts: encoder, standardiser, prototype head, neighbour vote, linear head, head choice, class
+registry, memory, meta step, distillation."""
 
+from streamlearn.model.choice import HEADS, HeadChoice
 from streamlearn.model.classes import ClassRegistry, Label
 from streamlearn.model.distill import Teacher, distillation_loss
 from streamlearn.model.encoder import Encoder
@@ -12,9 +13,11 @@ from streamlearn.model.normalizer import OnlineStandardizer
 from streamlearn.model.prototypes import PrototypeHead
 
 __all__ = [
+    "HEADS",
     "ClassMemory",
     "ClassRegistry",
     "Encoder",
+    "HeadChoice",
     "Label",
     "LinearHead",
     "MetaStep",
