@@ -122,6 +122,7 @@ def _model_info(state: ModelState) -> dict[str, Any]:
         "last_drift": last_drift,
         "checkpoint": state.checkpoint_path,
         "meta_updates": state.meta_updates,
+        "predictor": state.snapshot.predictor if state.snapshot is not None else None,
         "version": __version__,
     }
 
@@ -189,7 +190,7 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
         return {"embeddings": np.asarray(z, dtype=np.float32).tolist(),
                 "model_version": int(state.snapshot.model_version)}
 
-    @app.post("/v1/predict", response_model=PredictResponse, summary="Predict labels from the prototype head",
+    @app.post("/v1/predict", response_model=PredictResponse, summary="Predict labels with the head that leads (prototypes, neighbour vote or linear)",
               responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})
     def predict(request: FeaturesRequest) -> dict[str, Any]:
         state = _serving_state(store)

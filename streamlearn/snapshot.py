@@ -93,6 +93,11 @@ class ModelSnapshot:
         )
 
     @property
+    def predictor(self) -> str:
+        """Which head gives the labels: ``prototypes``, ``vote`` or ``linear``."""
+        return "linear" if self.linear is not None else "vote" if self.vote is not None else "prototypes"
+
+    @property
     def classes(self) -> list[Label]:
         return [label for label in self.slot_labels if label is not None]
 

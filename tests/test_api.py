@@ -68,6 +68,7 @@ def test_model_info_describes_the_snapshot(client, trained):
     assert sorted(map(str, info["classes"])) == ["2", "a", "b"]
     assert info["checkpoint"] is None
     assert set(info) >= {"last_update", "last_drift"}
+    assert info["predictor"] == learner.snapshot().predictor in ("prototypes", "vote", "linear")
 
 
 def test_embed_matches_the_learner_it_was_taken_from(client, trained):
@@ -145,6 +146,7 @@ def test_a_model_without_dimension_yet_is_not_ready_to_serve():
     response = client.post("/v1/embed", json={"features": [[1.0, 2.0]]})
     assert response.status_code == 409 and "first valid sample" in response.json()["detail"]
     assert client.get("/v1/model").json()["n_features"] is None
+    assert client.get("/v1/model").json()["predictor"] is None
     assert make_client(SnapshotStore()).post("/v1/predict", json={"features": [[1.0]]}).status_code == 409
 
 
