@@ -60,7 +60,7 @@ class EmbedResponse(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    """Nearest-prototype labels (null before any class is known) and squared distances to them."""
+    """Labels from the leading head (null before any class is known) and squared distances to their prototypes."""
 
     predictions: list[str | int | None]
     distances: list[float | None]

@@ -33,7 +33,8 @@ EXPORT_FILE = "export.safetensors"
 # The export leaves out every stored input: the vote keeps its embedding view (view0) and its slots.
 _EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slots", "linear.", "head_accuracy")
 LATEST = "LATEST"
-_COUNTERS = ("since_meta", "since_drift", "since_snapshot", "plastic_left", "recheck_in", "concept_id", "next_concept_id")
+_COUNTERS = ("since_meta", "since_drift", "since_repair", "since_snapshot", "plastic_left", "recheck_in", "concept_id",
+             "next_concept_id")
 
 
 
@@ -123,7 +124,8 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     """Rebuild a learner from :func:`to_state` output (drift detectors restart empty)."""
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
-    learner = Learner(meta["n_features"], **meta["hyperparameters"])
+    # A 0.1 checkpoint has no linear_lr: its model had no linear head, and a restored model keeps its own.
+    learner = Learner(meta["n_features"], **{"linear_lr": 0.0, **meta["hyperparameters"]})
     learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "encoder").items()})
     if _part(arrays, "initial"):  # absent from an export: the seed rebuilds the same initial weights
         learner._initial = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "initial").items()}

@@ -145,6 +145,7 @@ class Learner(RepairMixin):
         self._concept_id = 0
         self._next_concept_id = 1
         self._since_drift = 0
+        self._since_repair = _RECENT  # labeled samples since the last repair that changed the model
         self._since_snapshot = 0
         self._plastic_left = 0
         self._recheck_in = 0
@@ -279,6 +280,7 @@ class Learner(RepairMixin):
             self.labeled_seen += 1
             self._since_meta += 1
             self._since_drift += 1
+            self._since_repair += 1
             self._since_snapshot += 1
             if self._plastic_left > 0:
                 self._plastic_left -= 1
@@ -290,8 +292,11 @@ class Learner(RepairMixin):
                 detector = "recheck" if self._recheck_in == 0 else None
             if detector is not None:
                 drifted = True
+                version = self.model_version
                 if self._repair(detector) and i + 1 < len(x):
                     z[i + 1 :] = encode(self.encoder, xn[i + 1 :])
+                if self.model_version != version:  # a new or restored concept has learned the window already
+                    learned = []
                 dists = self._distances_after(z, i)  # repair may have changed any class
                 z_sq = (z * z).sum(1)
                 alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :])

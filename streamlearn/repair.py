@@ -94,7 +94,8 @@ class RepairMixin:
     def _repair(self, detector: str) -> bool:
         """Handle a detected rise of the error; returns True when the encoder weights changed."""
         recent = list(self._recent)
-        k = change_point(np.array([not ok for _, _, ok in recent]))
+        # The window never reaches back past the last repair: "keep" is judged on the model that is live now.
+        k = min(change_point(np.array([not ok for _, _, ok in recent])), max(1, self._since_repair))
         window = recent[-k:]
         raw = np.stack([x for x, _, _ in window])
         wx = self.normalizer.transform(raw)
@@ -106,7 +107,7 @@ class RepairMixin:
             head.load_state(concept.head_state)
             scores[f"restore:{concept.concept_id}"] = prequential_accuracy(concept.encoder(self.encoder), head, wx, wy)
         confident = k >= _CONFIDENT_WINDOW or detector == "recheck"
-        earlier = [ok for _, _, ok in recent[:-k]]
+        earlier = [ok for _, _, ok in recent[-min(len(recent), self._since_repair) : -k]]  # the live model's own
         before = float(np.mean(earlier)) if confident and len(earlier) >= _CONFIDENT_WINDOW else None
         live = f"restore:{self._concept_id}"
         action = choose_repair(scores, before=before, live=live)
@@ -120,6 +121,8 @@ class RepairMixin:
             self._record(detector, "keep")
             return False
         self.monitor = DriftMonitor(delta=self.drift_delta)
+        if action != live:  # a new model; the live concept's own snapshot is the same model, rolled back
+            self._since_repair = 0
         if action == "reestimate":
             self._reestimate(wx, wy)
             changed = False
@@ -152,7 +155,7 @@ class RepairMixin:
         self.meta.set_plasticity(_PLASTICITY)
 
     def _restore(self, concept: Concept) -> None:
-        """A known concept is back: its encoder, prototypes and memory replace the live ones."""
+        """A known concept is back: its encoder, prototypes, memory and linear head replace the live ones."""
         self.encoder.load_state_dict(concept.encoder_state)
         self.head.load_state(concept.head_state)
         self.memory.load_state(concept.memory_state)
@@ -169,7 +172,7 @@ class RepairMixin:
         self.teacher = Teacher(self.encoder, self.model_version) if self.distill_weight > 0 else None
 
     def _learn_window(self, raw: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> None:
-        """The post-change window belongs to the concept now live: put it in memory and prototypes."""
+        """The post-change window belongs to the concept now live: put it in memory, prototypes, linear head."""
         z = encode(self.encoder, wx)
         for xi, zi, slot in zip(raw, z, wy):
             self.head.update(int(slot), zi)

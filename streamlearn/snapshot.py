@@ -81,13 +81,13 @@ class ModelSnapshot:
 
     @classmethod
     def capture(cls, encoder, normalizer, head, slot_labels, vote=None, linear=None, **info) -> "ModelSnapshot":
-        """Deep-copy the live parts so later learning cannot change this snapshot."""
+        """Copy the live parts so later learning cannot change this snapshot."""
         return cls(
             encoder=copy.deepcopy(encoder).eval(),
             normalizer=copy.deepcopy(normalizer),
             head=copy.deepcopy(head),
             slot_labels=list(slot_labels),
-            vote=copy.deepcopy(vote),
+            vote=vote.share() if vote is not None else None,  # its arrays are read-only: shared, not copied
             linear=copy.deepcopy(linear),
             **info,
         )

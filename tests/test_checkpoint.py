@@ -85,7 +85,7 @@ def test_a_dangling_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path
     assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
 
 
-def test_the_export_beside_each_checkpoint_predicts_the_same_without_raw_samples(tmp_path, trained):
+def test_the_export_beside_each_checkpoint_holds_no_raw_samples_and_predicts_alike_on_blobs(tmp_path, trained):
     path = checkpoint.save(tmp_path, trained)
     export = path.with_name(checkpoint.EXPORT_FILE)
     raw = export.read_bytes()
@@ -97,3 +97,36 @@ def test_the_export_beside_each_checkpoint_predicts_the_same_without_raw_samples
     x, _ = blobs(200, seed=11)
     np.testing.assert_array_equal(served.embed(x), trained.embed(x))
     assert served.predict(x)[0] == trained.predict(x)[0]
+
+
+def test_a_vote_led_export_votes_on_the_embedding_alone(tmp_path):
+    """The export keeps no stored input: a model whose vote leads is served with the embedding view only."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 4, (24, 6)).astype(np.float32)
+    which = rng.integers(0, 24, 1200)
+    x = centres[which] + rng.normal(0, 0.3, (1200, 6)).astype(np.float32)
+    learner = Learner(seed=0, hidden_dim=8, embedding_dim=1, meta_every=10**9, linear_lr=0)
+    run(learner, x, ["even" if w % 2 == 0 else "odd" for w in which])
+    assert learner.snapshot().predictor == "vote" and learner.vote.n_views == 2
+    path = checkpoint.save(tmp_path, learner)
+    served, _ = checkpoint.load(path.with_name(checkpoint.EXPORT_FILE))
+    assert served.snapshot().predictor == "vote" and served.vote.n_views == 1
+    np.testing.assert_array_equal(served.embed(x[:50]), learner.embed(x[:50]))
+    full, _ = checkpoint.load(path)  # the whole checkpoint keeps both views and predicts exactly alike
+    assert full.vote.n_views == 2 and full.predict(x)[0] == learner.predict(x)[0]
+
+
+def test_a_checkpoint_written_by_version_0_1_loads_as_the_model_it_was(trained):
+    """0.1 had one vote view (vote.z), two head accuracies, no linear head and no linear_lr."""
+    arrays, meta = checkpoint.to_state(trained)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith("linear.") and ".linear." not in k}
+    arrays["vote.z"] = arrays.pop("vote.view0")
+    del arrays["vote.view1"]
+    arrays["head_accuracy"] = arrays["head_accuracy"][:2]
+    meta = dict(meta, hyperparameters={k: v for k, v in meta["hyperparameters"].items() if k != "linear_lr"})
+    old = checkpoint.from_state(arrays, meta)
+    assert old.linear is None and old.vote.n_views == 1
+    x, labels = blobs(200, seed=5)
+    np.testing.assert_array_equal(old.embed(x), trained.embed(x))
+    run(old, x, [f"c{v}" if v % 2 else v for v in labels])  # learning goes on; the vote refits with two views
+    assert old.vote.n_views == 2

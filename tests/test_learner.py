@@ -205,7 +205,7 @@ def test_the_vote_also_looks_at_the_input_when_the_embedding_loses_what_separate
     which = rng.integers(0, 24, 1500)
     x = centres[which] + rng.normal(0, 0.3, (1500, 6)).astype(np.float32)
     labels = ["even" if w % 2 == 0 else "odd" for w in which]
-    learner = Learner(seed=0, hidden_dim=8, embedding_dim=1, meta_every=10**9)
+    learner = Learner(seed=0, hidden_dim=8, embedding_dim=1, meta_every=10**9, linear_lr=0)  # the vote alone
     run(learner, x[:1200], labels[:1200])
     test_x, test_y = x[1200:], labels[1200:]
     assert learner.vote.n_views == 2
@@ -249,3 +249,54 @@ def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_sl
     assert all(y != slot or np.allclose(xr, newcomer[0]) for xr, y, _ in learner._recent)
     for concept in [*learner.library, learner._good]:
         assert not concept.head_state["active"][slot].any() and concept.memory_state["count"][slot] == 0
+
+
+def _permuted_blobs(rng, centres, n, perm):
+    which = rng.integers(0, len(centres), n)
+    return centres[which] + rng.normal(0, 0.3, (n, centres.shape[1])).astype(np.float32), [f"c{perm[w]}" for w in which]
+
+
+def test_each_new_concept_is_reestimated_once_and_every_recurrence_restored():
+    """A recheck after a re-estimate judges the model now live, not the misses of the one it replaced."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (4, 8)).astype(np.float32)
+    perms = [[0, 1, 2, 3], [2, 3, 0, 1], [1, 0, 3, 2]]
+    learner = Learner(seed=0, **SMALL)
+    actions = []
+    for segment in range(9):
+        x, labels = _permuted_blobs(rng, centres, 1000, perms[segment % 3])
+        seen = len(learner.drift_events)
+        run(learner, x, labels, batch=50)
+        actions.append([e.action for e in list(learner.drift_events)[seen:] if e.action != "observe"])
+    reestimates = [a.count("reestimate") for a in actions]
+    assert reestimates[1:3] == [1, 1], actions  # the two new concepts
+    assert all(any(a.startswith("restore:") for a in seg) for seg in actions[3:]), actions  # every recurrence
+    assert learner._next_concept_id == 3, actions
+
+
+def test_after_a_repair_mid_batch_the_linear_head_learns_only_the_rows_that_follow():
+    from streamlearn.model import LinearHead
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (4, 8)).astype(np.float32)
+    learner = Learner(seed=0, **SMALL)
+    run(learner, *_permuted_blobs(rng, centres, 2000, [0, 1, 2, 3]), batch=50)
+    old_x, old_y = _permuted_blobs(rng, centres, 300, [0, 1, 2, 3])
+    new_x, new_y = _permuted_blobs(rng, centres, 700, [2, 3, 0, 1])
+    calls = []
+    learn = LinearHead.learn
+
+    def spy(head, inputs, slots):
+        calls.append((head, len(slots)))
+        return learn(head, inputs, slots)
+
+    LinearHead.learn = spy
+    try:
+        version = learner.model_version
+        learner.process(np.concatenate([old_x, new_x]), old_y + new_y)  # the switch inside one batch
+    finally:
+        LinearHead.learn = learn
+    assert any(e.action == "reestimate" for e in learner.drift_events)
+    assert learner.model_version > version
+    last_head, rows = calls[-1]
+    assert last_head is learner.linear and rows < len(new_y)  # not the 300 rows of the concept that left

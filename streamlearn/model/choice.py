@@ -1,4 +1,4 @@
-"""Which head predicts: the one that has been most accurate lately, on the same samples as the others."""
+"""Which head predicts: the one that has been most accurate lately on the labeled samples it answered."""
 
 from __future__ import annotations
 

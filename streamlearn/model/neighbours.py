@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import copy
+
 import numpy as np
 import torch
 
@@ -17,6 +19,12 @@ def _as_views(views: Views) -> list[np.ndarray]:
     if isinstance(views, np.ndarray):
         views = [views]
     return [np.atleast_2d(np.asarray(view, dtype=np.float32)) for view in views]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array`` marked read-only, so that it can be shared (the vote takes ownership of what it is fitted on)."""
+    array.setflags(write=False)
+    return array
 
 
 class NeighbourVote:
@@ -49,9 +57,14 @@ class NeighbourVote:
         self.fit(np.zeros((0, 1), np.float32), np.zeros(0, np.int64))
 
     def fit(self, views: Views, slots: np.ndarray) -> None:
-        """Use the rows of ``views`` (each (m, e_v)) with class ``slots`` (m,) as the neighbours."""
-        self._views = _as_views(views)
-        self._slots = np.asarray(slots, dtype=np.int64)
+        """Use the rows of ``views`` (each (m, e_v)) with class ``slots`` (m,) as the neighbours.
+
+        The vote takes the arrays over and marks them read-only (the caller must not change
+        them afterwards); they are only ever replaced by the next ``fit``, so :meth:`share`
+        can hand them to a snapshot without copying.
+        """
+        self._views = [_frozen(view) for view in _as_views(views)]
+        self._slots = _frozen(np.asarray(slots, dtype=np.int64))
         if any(len(view) != len(self._slots) for view in self._views):
             raise ValueError("every view needs one row per slot")
         self._sq = [(view * view).sum(1) for view in self._views]
@@ -60,6 +73,10 @@ class NeighbourVote:
     @property
     def ready(self) -> bool:
         return len(self._slots) >= self.k
+
+    def share(self) -> "NeighbourVote":
+        """A copy for a snapshot that shares the (read-only) neighbour arrays: later fits do not reach it."""
+        return copy.copy(self)
 
     @property
     def n_views(self) -> int:
