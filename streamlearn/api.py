@@ -190,7 +190,8 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
         return {"embeddings": np.asarray(z, dtype=np.float32).tolist(),
                 "model_version": int(state.snapshot.model_version)}
 
-    @app.post("/v1/predict", response_model=PredictResponse, summary="Predict labels with the head that leads (prototypes, neighbour vote or linear)",
+    @app.post("/v1/predict", response_model=PredictResponse,
+              summary="Predict labels with the head that leads (prototypes, neighbour vote or linear)",
               responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})
     def predict(request: FeaturesRequest) -> dict[str, Any]:
         state = _serving_state(store)

@@ -168,7 +168,9 @@ class Learner(RepairMixin):
         self.linear = self._linear_head()
 
     def _linear_head(self) -> LinearHead | None:
-        return LinearHead(linear_width(self.embedding_dim, self._n_features), lr=self.linear_lr) if self.linear_lr > 0 else None
+        if self.linear_lr == 0:
+            return None
+        return LinearHead(linear_width(self.embedding_dim, self._n_features), lr=self.linear_lr)
 
     def _meta_step(self) -> MetaStep:
         return MetaStep(self.encoder, lr=self.lr, distill_weight=self.distill_weight,
@@ -210,7 +212,8 @@ class Learner(RepairMixin):
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Labels from the currently best head and squared distances to their prototypes; learns nothing."""
-        return predict_with(self.encoder, self.normalizer, self.head, self.registry.slot_labels(), self._check(features),
+        labels = self.registry.slot_labels()
+        return predict_with(self.encoder, self.normalizer, self.head, labels, self._check(features),
                             **self._active_alternative())
 
     def _active_alternative(self) -> dict[str, NeighbourVote | LinearHead]:

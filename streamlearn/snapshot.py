@@ -107,4 +107,5 @@ class ModelSnapshot:
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Predicted labels and squared distances to the predicted prototype."""
-        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features, self.vote, self.linear)
+        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features,
+                            vote=self.vote, linear=self.linear)
