@@ -220,7 +220,7 @@ class Learner(RepairMixin):
         """The vote or the linear head when it currently predicts better than the prototypes, for snapshots."""
         ready = (True, self.vote is not None and self.vote.ready, self.linear is not None and self.linear.ready)
         best = HEADS[self.choice.best(ready)]
-        return {"vote": {"vote": self.vote}, "linear": {"linear": self.linear}}.get(best, {})
+        return {"vote": self.vote} if best == "vote" else {"linear": self.linear} if best == "linear" else {}
 
     def snapshot(self) -> ModelSnapshot:
         """An immutable copy for concurrent readers (the HTTP API)."""
@@ -366,7 +366,7 @@ class Learner(RepairMixin):
         (a few batches old), so the cost stops growing with the number of classes.
         """
         held = self.memory.slots()
-        sizes = np.array([self.memory.count(int(slot)) for slot in held], dtype=np.int64)
+        sizes = self.memory.counts(held)
         if sizes.sum() <= _REFRESH_BUDGET:
             xs, owner = self.memory.all_samples()
             xn = self.normalizer.transform(xs)

@@ -25,9 +25,14 @@ def encode(encoder: nn.Module, standardised: np.ndarray) -> np.ndarray:
     return encoder(torch.from_numpy(standardised)).numpy()
 
 
+def _standardise(normalizer: OnlineStandardizer, features: np.ndarray) -> np.ndarray:
+    """Raw ``features`` (n, d), or any n rows of d values, as standardised float32 rows."""
+    return normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+
+
 def embed_with(encoder: nn.Module, normalizer: OnlineStandardizer, features: np.ndarray) -> np.ndarray:
     """Embeddings (n, e) float32 of raw ``features`` (n, d): standardise, then one forward pass."""
-    return encode(encoder, normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1)))
+    return encode(encoder, _standardise(normalizer, features))
 
 
 def predict_with(
@@ -46,7 +51,7 @@ def predict_with(
     at the embedding and, when it holds that view too, the standardised input (an export
     holds the first only); the linear head at both.
     """
-    standardised = normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+    standardised = _standardise(normalizer, features)
     z = encode(encoder, standardised)
     d = head.class_distances(z)
     if d.shape[1] == 0 or not np.isfinite(d).any():

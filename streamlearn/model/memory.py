@@ -98,8 +98,11 @@ class ClassMemory:
 
     def _positions(self, slot: int) -> np.ndarray:
         """Buffer positions of ``slot``'s samples, oldest first (the order of :meth:`samples`)."""
-        n = self.count(slot)
-        return np.arange(n) if n < self.per_class else (self._next[slot] + np.arange(n)) % self.per_class
+        return self._index(np.array([slot]))[1]
+
+    def counts(self, slots: np.ndarray) -> np.ndarray:
+        """Number of samples held for each of ``slots`` (all below the number of slots ever used)."""
+        return self._count[slots].copy()
 
     def stale_slots(self) -> np.ndarray:
         """Slots holding samples whose cached embeddings are missing."""
