@@ -159,8 +159,24 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _one_thread_by_default(environ: dict | None = None) -> None:
+    """Run torch and BLAS on one thread each unless the user set ``OMP_NUM_THREADS``.
+
+    The learner's tensors are small: with a thread per core, the threads contend instead
+    of sharing work (on 2 cores ``replay`` of the demo stream ran at ~2,200 samples/s with
+    the default threads, ~6,200 with one). Must run before torch or numpy is imported.
+
+    >>> env = {}; _one_thread_by_default(env); env
+    {'OMP_NUM_THREADS': '1'}
+    >>> env = {"OMP_NUM_THREADS": "4"}; _one_thread_by_default(env); env
+    {'OMP_NUM_THREADS': '4'}
+    """
+    (os.environ if environ is None else environ).setdefault("OMP_NUM_THREADS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamlearn`` console script; returns the exit code."""
+    _one_thread_by_default()
     try:
         args = build_parser().parse_args(argv)
         configure_logging(getattr(args, "log_level", "INFO"))
