@@ -235,6 +235,19 @@ def test_the_linear_head_takes_over_when_a_hyperplane_separates_the_classes():
     assert np.mean([p == t for p, t in zip(served, truth)]) > 0.9
 
 
+def test_accuracy_does_not_depend_on_the_units_of_the_features():
+    """Blobs in millionths, in millions, and with every feature in its own unit learn like the plain blobs."""
+    x, labels = blobs(900, spread=1.0)
+    units = 10.0 ** np.random.default_rng(3).uniform(-6, 6, x.shape[1])
+
+    def accuracy(features):
+        return np.mean([c for r in run(Learner(seed=0, **SMALL), features.astype(np.float32), labels) for c in r.correct])
+
+    plain = accuracy(x)
+    for scaled in (x * 1e-6, x * 1e6, x * units):
+        assert abs(accuracy(scaled) - plain) < 0.01, (accuracy(scaled), plain)
+
+
 def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():
     learner = Learner(seed=0, max_classes=2, **SMALL)
     x, labels = blobs(1200, n_classes=2)

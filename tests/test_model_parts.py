@@ -32,6 +32,38 @@ def test_standardizer_clips_constant_feature_jumps():
     assert s.transform(np.array([[5.0, 2.0]]))[0, 0] == 6.0
 
 
+def test_a_feature_constant_so_far_takes_its_scale_from_the_first_batch_where_it_varies():
+    rng = np.random.default_rng(0)
+    s = OnlineStandardizer(2)
+    for _ in range(50):
+        s.update(np.column_stack([np.full(32, 3.0), rng.normal(0, 1, 32)]))
+    alive = rng.normal(10.0, 2.0, 32)
+    s.update(np.column_stack([alive, rng.normal(0, 1, 32)]))
+    assert s.mean[0] == pytest.approx(alive.mean()) and s.var[0] == pytest.approx(alive.var())
+    assert abs(s.transform(np.array([[alive.mean() + alive.std(), 0.0]]))[0, 0] - 1.0) < 1e-3
+    assert s.var[1] == pytest.approx(1.0, rel=0.2)  # the other feature kept its history
+
+
+def test_features_in_any_unit_get_the_same_z_scores():
+    rng = np.random.default_rng(1)
+    x = rng.normal(5.0, 2.0, (200, 3))
+    units = np.array([1e-7, 1.0, 1e7])
+    plain, scaled = OnlineStandardizer(3), OnlineStandardizer(3)
+    plain.update(x)
+    scaled.update(x * units)
+    np.testing.assert_allclose(scaled.transform((x * units)[:20]), plain.transform(x[:20]), atol=1e-4)
+
+
+def test_statistics_saved_before_per_feature_counts_load_as_fully_seen():
+    s = OnlineStandardizer(2)
+    s.update(np.array([[0.0, 1.0], [2.0, 3.0]] * 20))
+    state = {k: v for k, v in s.state().items() if k != "seen"}
+    loaded = OnlineStandardizer(2)
+    loaded.load_state(state)
+    assert loaded.seen.tolist() == [40, 40]
+    np.testing.assert_array_equal(loaded.transform(np.array([[1.0, 2.0]])), s.transform(np.array([[1.0, 2.0]])))
+
+
 @given(st.lists(st.floats(-100, 100), min_size=1, max_size=60))
 @settings(max_examples=40, deadline=None)
 def test_prototype_is_the_mean_until_min_rate_takes_over(values):

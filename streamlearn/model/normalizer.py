@@ -7,6 +7,9 @@ import numpy as np
 __all__ = ["OnlineStandardizer"]
 
 _ROBUST_AFTER = 32  # samples before outliers are clipped while updating (the scale must exist first)
+# A spread below this fraction of a feature's magnitude is rounding noise in float32 (the
+# features' type): such a feature has been constant so far and has no scale yet.
+_NO_SPREAD = 1e-6
 
 
 class OnlineStandardizer:
@@ -15,6 +18,11 @@ class OnlineStandardizer:
     The statistics are exact (Welford) for the first ``1 / min_rate`` samples and then follow
     an exponential moving average with rate ``min_rate``, so they keep tracking a stream whose
     scale drifts without letting one batch move them much.
+
+    Every feature gets its own scale, whatever its units: one measured in millionths counts
+    as much as one measured in millions. A feature that has been constant so far has no
+    scale yet; its statistics start over with the first batch in which it varies, so a
+    feature that comes alive late is on the common scale at once.
 
     Parameters
     ----------
@@ -25,14 +33,20 @@ class OnlineStandardizer:
     clip
         z-scores are clipped to ``[-clip, clip]``; features that were constant so far
         would otherwise explode on their first change.
+    eps
+        Smallest standard deviation used for scaling (absolute).
 
     >>> s = OnlineStandardizer(2)
     >>> s.update(np.array([[0.0, 100.0], [2.0, 300.0]]))
     >>> s.transform(np.array([[1.0, 200.0], [2.0, 300.0]])).round(3).tolist()
     [[0.0, 0.0], [1.0, 1.0]]
+    >>> tiny = OnlineStandardizer(1)
+    >>> tiny.update(np.array([[0.0], [2e-9]]))
+    >>> tiny.transform(np.array([[2e-9]])).round(3).tolist()
+    [[1.0]]
     """
 
-    def __init__(self, n_features: int, min_rate: float = 1e-4, clip: float = 6.0, eps: float = 1e-3):
+    def __init__(self, n_features: int, min_rate: float = 1e-4, clip: float = 6.0, eps: float = 1e-30):
         if n_features < 1:
             raise ValueError(f"n_features must be >= 1, got {n_features}")
         if not 0.0 < min_rate <= 1.0:
@@ -47,16 +61,18 @@ class OnlineStandardizer:
         self.count = 0
         self.mean = np.zeros(self.n_features, dtype=np.float64)
         self.var = np.zeros(self.n_features, dtype=np.float64)
+        self.seen = np.zeros(self.n_features, dtype=np.int64)  # samples in each feature's statistics
         self._refresh_scale()
+
+    def _floor(self, mean: np.ndarray) -> np.ndarray:
+        """Per-feature spread below which a feature counts as constant."""
+        return np.maximum(self.eps, _NO_SPREAD * np.abs(mean))
 
     def _refresh_scale(self) -> None:
         std = np.sqrt(self.var)
-        # A floor relative to the typical feature scale keeps near-constant features from
-        # dominating once they move, whatever the units of the stream are.
-        typical = float(np.median(std)) if self.count > 1 else 1.0
-        floor = max(self.eps, 0.01 * typical)
+        self._scaled = std > self._floor(self.mean)
         self._mean32 = self.mean.astype(np.float32)
-        self._inv_std32 = (1.0 / np.maximum(std, floor)).astype(np.float32)
+        self._inv_std32 = (1.0 / np.maximum(std, self._floor(self.mean))).astype(np.float32)
 
     def update(self, x: np.ndarray) -> None:
         """Fold a batch ``x`` of shape ``(n, n_features)`` into the statistics."""
@@ -64,34 +80,42 @@ class OnlineStandardizer:
         n = x.shape[0]
         if n == 0:
             return
-        if self.count >= _ROBUST_AFTER:
+        robust = self._scaled & (self.seen >= _ROBUST_AFTER)
+        if robust.any():
             # One absurd (but finite) record must not wreck the scale for millions of samples:
             # values beyond the clip range of the current statistics count as if at its edge.
-            reach = self.clip / self._inv_std32.astype(np.float64)
-            x = np.clip(x, self.mean - reach, self.mean + reach)
+            reach = self.clip * np.sqrt(self.var)
+            x = np.where(robust, np.clip(x, self.mean - reach, self.mean + reach), x)
         batch_mean = x.mean(axis=0)
         batch_var = x.var(axis=0)
-        total = self.count + n
-        weight = max(n / total, min(1.0, n * self.min_rate))
+        # A feature constant so far starts its statistics with the first batch in which it varies.
+        self.seen[~self._scaled & (np.sqrt(batch_var) > self._floor(batch_mean))] = 0
+        total = self.seen + n
+        weight = np.maximum(n / total, min(1.0, n * self.min_rate))
         delta = batch_mean - self.mean
         self.mean = self.mean + weight * delta
         self.var = (1.0 - weight) * (self.var + weight * delta**2) + weight * batch_var
-        self.count = total
+        self.seen = total
+        self.count += n
         self._refresh_scale()
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Clipped z-scores of ``x`` as float32 (count 0: the input unchanged but clipped)."""
-        z = (np.asarray(x, dtype=np.float32) - self._mean32) * self._inv_std32
+        """Clipped z-scores of ``x`` as float32 (a feature without a scale: 0 at its value, else +-clip)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (np.asarray(x, dtype=np.float32) - self._mean32) * self._inv_std32
         np.clip(z, -self.clip, self.clip, out=z)
         return z
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that fully describe the statistics (for checkpoints)."""
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64)}
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64),
+                "seen": self.seen.copy()}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore statistics written by :meth:`state`."""
+        """Restore statistics written by :meth:`state` (one without ``seen`` counts every sample for every feature)."""
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         self.var = np.asarray(state["var"], dtype=np.float64).copy()
         self.count = int(np.asarray(state["count"]).reshape(-1)[0])
+        seen = state.get("seen")
+        self.seen = np.full(self.n_features, self.count, np.int64) if seen is None else np.asarray(seen, np.int64).copy()
         self._refresh_scale()
