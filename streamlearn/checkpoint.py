@@ -31,7 +31,8 @@ MODEL_FILE = "model.safetensors"
 #: The inference-only copy written beside each checkpoint: no raw samples, no optimiser, no concepts.
 EXPORT_FILE = "export.safetensors"
 # The export leaves out every stored input: the vote keeps its embedding view (view0) and its slots.
-_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slots", "linear.", "head_accuracy")
+_EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slots", "vote.weights", "linear.",
+                    "head_accuracy")
 LATEST = "LATEST"
 _COUNTERS = ("since_meta", "since_drift", "since_repair", "since_snapshot", "plastic_left", "recheck_in", "concept_id",
              "next_concept_id")
@@ -75,6 +76,7 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     if learner.linear is not None:
         arrays.update({f"linear.{k}": v for k, v in learner.linear.state().items()})
     arrays["head_accuracy"] = learner.choice.accuracy.copy()
+    arrays.update({f"prior.{k}": v for k, v in learner.prior.state().items()})
     if learner.teacher is not None:
         arrays.update(_encoder_arrays("teacher", learner.teacher.encoder.state_dict()))
     optim = learner.meta.optimizer.state_dict()
@@ -142,6 +144,8 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     if learner.linear is not None and _part(arrays, "linear"):  # absent from a 0.1 checkpoint: starts untrained
         learner.linear.load_state(_part(arrays, "linear"))
     learner.choice.load(arrays["head_accuracy"])
+    if _part(arrays, "prior"):  # absent from checkpoints before the class prior: every class counts alike
+        learner.prior.load_state(_part(arrays, "prior"))
     if meta.get("teacher_version") is not None and _part(arrays, "teacher"):
         learner.teacher = Teacher(learner.encoder, meta["teacher_version"])
         learner.teacher.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "teacher").items()})

@@ -14,7 +14,7 @@ import torch
 
 from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
-    HEADS, ClassMemory, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
+    HEADS, ClassMemory, ClassPrior, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
     OnlineStandardizer, PrototypeHead, Teacher, linear_inputs, linear_width,
 )
 from streamlearn.concepts import Concept, ConceptLibrary
@@ -135,6 +135,7 @@ class Learner(RepairMixin):
         self.registry = ClassRegistry(self.max_classes)
         self.head = PrototypeHead(self.embedding_dim, per_class=self.prototypes_per_class)
         self.vote = NeighbourVote(self.neighbours) if self.neighbours else None
+        self.prior = ClassPrior()  # how often each class is labeled lately: weighs the vote
         self.linear: LinearHead | None = None  # built with the encoder (its input is embedding + features)
         self.choice = HeadChoice()  # which of prototypes, vote and linear head predicts
         self.monitor = DriftMonitor(delta=self.drift_delta)
@@ -246,6 +247,7 @@ class Learner(RepairMixin):
         alt = self._alternatives(z, xn, dists)  # (n, 2): the vote's and the linear head's picks, -1 = none
         z_sq = (z * z).sum(1)
         learned: list[tuple[int, int]] = []  # (row, slot) of the labeled samples, for the linear head
+        labeled: list[int] = []  # slots of the labeled samples, for the class prior
         preds: list[Label | None] = []
         drift: list[bool] = []
         versions: list[int] = []
@@ -272,7 +274,9 @@ class Learner(RepairMixin):
                 self._forget_slot(y)
                 alt[i + 1 :][alt[i + 1 :] == y] = -1
                 learned = [(row, s) for row, s in learned if s != y]
+                labeled = [s for s in labeled if s != y]
             learned.append((i, y))
+            labeled.append(y)
             self.head.update(y, z[i], missed=slot != known)
             if self.head.capacity == dists.shape[1]:
                 self.head.refresh(dists[i + 1 :], z[i + 1 :], y, z_sq[i + 1 :])
@@ -308,6 +312,7 @@ class Learner(RepairMixin):
         if learned and self.linear is not None:
             rows, slots = np.array(learned).T
             self.linear.learn(linear_inputs(z[rows], xn[rows]), slots)
+        self.prior.update(np.array(labeled, dtype=np.int64))
         if not self._learn() and self.vote is not None and any(label is not None for label in labels):
             self._embed_memory()  # the vote must see this batch's samples even without a meta step
         self._maybe_snapshot()
@@ -372,7 +377,7 @@ class Learner(RepairMixin):
             xn = self.normalizer.transform(xs)
             z = encode(self.encoder, xn) if len(xs) else xs[:, :0]
             if self.vote is not None:
-                self.vote.fit((z, xn), owner)
+                self.vote.fit((z, xn), owner, self._class_weights(owner))
             return z, owner
         refresh = self._refresh_slots(held, sizes)
         xs, owner = self.memory.all_samples(refresh)
@@ -381,8 +386,13 @@ class Learner(RepairMixin):
             self.memory.set_embeddings(int(slot), z[owner == slot])
         if self.vote is not None:
             every, slots = self.memory.embeddings()
-            self.vote.fit((every, self.normalizer.transform(self.memory.all_samples()[0])), slots)
+            self.vote.fit((every, self.normalizer.transform(self.memory.all_samples()[0])), slots,
+                          self._class_weights(slots))
         return z, owner
+
+    def _class_weights(self, slots: np.ndarray) -> np.ndarray:
+        """The vote's weight of every class up to the largest of ``slots``: its recent labeled count."""
+        return self.prior.weights(int(slots.max()) + 1 if len(slots) else 0)
 
     def _refresh_slots(self, held: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """Classes to embed again when memory exceeds the budget: the stale ones, then the next in turn."""
@@ -412,6 +422,7 @@ class Learner(RepairMixin):
         """An evicted class's slot is reused: nothing of the old class may survive under the new label."""
         self.head.clear(slot)
         self.memory.clear(slot)
+        self.prior.clear(slot)
         if self.linear is not None:
             self.linear.clear(slot)
         kept = [entry for entry in self._recent if entry[1] != slot]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from streamlearn.learner import Learner
+from streamlearn.model import NeighbourVote
 
 SMALL = dict(hidden_dim=32, embedding_dim=16, meta_every=16)
 
@@ -198,8 +199,6 @@ def test_neighbour_vote_takes_over_when_classes_are_made_of_several_clusters():
 
 def test_the_vote_also_looks_at_the_input_when_the_embedding_loses_what_separates_the_classes():
     """A frozen random 1-d embedding piles 24 clusters onto a line; the standardised-input view keeps them apart."""
-    from streamlearn.model import NeighbourVote
-
     rng = np.random.default_rng(1)
     centres = rng.normal(0, 4, (24, 6)).astype(np.float32)
     which = rng.integers(0, 24, 1500)
@@ -246,6 +245,26 @@ def test_accuracy_does_not_depend_on_the_units_of_the_features():
     plain = accuracy(x)
     for scaled in (x * 1e-6, x * 1e6, x * units):
         assert abs(accuracy(scaled) - plain) < 0.01, (accuracy(scaled), plain)
+
+
+def test_the_vote_weighs_classes_by_how_often_they_are_labeled():
+    """Two overlapping classes labeled 9:1. Memory holds as many of each, so an unweighted vote
+    over-predicts the rare one; the learner's vote, weighted by its class prior, is more accurate."""
+    rng = np.random.default_rng(2)
+    y = (rng.random(3000) < 0.1).astype(int)
+    x = (rng.normal(0, 1, (3000, 4)) + y[:, None] * 1.2).astype(np.float32)
+    labels = ["rare" if v else "common" for v in y]
+    learner = Learner(seed=0, **SMALL)
+    run(learner, x[:2500], labels[:2500])
+    weights = learner.prior.weights(2)
+    assert weights[learner.registry.slot_of("common")] > 5 * weights[learner.registry.slot_of("rare")]
+    views = (learner.embed(x[2500:]), learner.normalizer.transform(x[2500:]))
+    unweighted = NeighbourVote(k=learner.neighbours)
+    unweighted.fit(learner.vote._views, learner.vote._slots)
+    truth = np.array([learner.registry.slot_of(label) for label in labels[2500:]])
+    weighted_acc = np.mean(learner.vote.predict(views) == truth)
+    unweighted_acc = np.mean(unweighted.predict(views) == truth)
+    assert weighted_acc > unweighted_acc + 0.03, (weighted_acc, unweighted_acc)
 
 
 def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():

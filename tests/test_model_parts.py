@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlearn.model import (
-    ClassMemory, ClassRegistry, Encoder, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead,
+    ClassMemory, ClassPrior, ClassRegistry, Encoder, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead,
     Teacher,
 )
 
@@ -185,6 +185,41 @@ def test_one_absurd_record_does_not_wreck_the_scale():
     s.update(rng.normal(0, 1, (100, 3)))
     np.testing.assert_allclose(s.var, before, rtol=0.5)
     assert np.abs(s.transform(np.array([[1.0, -1.0, 0.5]]))).max() > 0.3
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 6), max_size=40), max_size=6))
+def test_class_prior_batches_count_like_one_sample_at_a_time(batches):
+    """Counting a batch at once equals decaying and adding sample by sample."""
+    batched, oracle = ClassPrior(rate=0.05), np.zeros(7)
+    for batch in batches:
+        batched.update(np.array(batch, dtype=np.int64))
+        for slot in batch:
+            oracle *= 0.95
+            oracle[slot] += 1.0
+    np.testing.assert_allclose(batched.weights(7), oracle + batched.pseudo, rtol=1e-9)
+
+
+def test_class_prior_forgets_an_evicted_class_and_counts_unseen_ones_at_the_pseudo_count():
+    prior = ClassPrior(pseudo=3.0)
+    prior.update(np.array([0, 1, 1, 2]))
+    prior.clear(1)
+    weights = prior.weights(5)
+    assert weights[1] == weights[3] == weights[4] == 3.0 and weights[0] > 3.0 and weights[2] > weights[0]
+
+
+def test_class_weights_tip_a_close_vote_and_equal_weights_change_nothing():
+    ref = np.array([[0.0], [0.1], [1.0], [1.1]], dtype=np.float32)
+    slots = np.array([0, 0, 1, 1])
+    queries = np.array([[0.45], [0.6]], dtype=np.float32)  # nearer class 0, nearer class 1
+    plain, equal, skewed = NeighbourVote(k=4), NeighbourVote(k=4), NeighbourVote(k=4)
+    plain.fit(ref, slots)
+    equal.fit(ref, slots, np.array([7.0, 7.0]))
+    skewed.fit(ref, slots, np.array([1.0, 20.0]))
+    assert plain.predict(queries).tolist() == equal.predict(queries).tolist() == [0, 1]
+    assert skewed.predict(queries).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="class_weights cover 1 slots"):
+        NeighbourVote(k=1).fit(ref, slots, np.array([1.0]))
 
 
 @settings(max_examples=25, deadline=None)

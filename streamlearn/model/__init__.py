@@ -1,5 +1,5 @@
 """The model parts: encoder, standardiser, prototype head, neighbour vote, linear head, head choice, class
-registry, memory, meta step, distillation."""
+registry, class prior, memory, meta step, distillation."""
 
 from streamlearn.model.choice import HEADS, HeadChoice
 from streamlearn.model.classes import ClassRegistry, Label
@@ -10,11 +10,13 @@ from streamlearn.model.memory import ClassMemory
 from streamlearn.model.meta import MetaStep, protonet_loss
 from streamlearn.model.neighbours import NeighbourVote
 from streamlearn.model.normalizer import OnlineStandardizer
+from streamlearn.model.prior import ClassPrior
 from streamlearn.model.prototypes import PrototypeHead
 
 __all__ = [
     "HEADS",
     "ClassMemory",
+    "ClassPrior",
     "ClassRegistry",
     "Encoder",
     "HeadChoice",

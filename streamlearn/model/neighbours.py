@@ -36,6 +36,7 @@ class NeighbourVote:
     gives one vote, split among them by inverse distance; the class with the most votes
     wins. The encoder may drop what the few-step meta-learning has not yet found useful;
     the input view keeps it, while the embedding view keeps what the encoder has learned.
+    Optional class weights then scale each class's votes (the learner's class prior).
 
     >>> vote = NeighbourVote(k=3)
     >>> vote.fit(np.array([[0.0], [0.1], [5.0], [5.1], [5.2]]), np.array([0, 0, 1, 1, 1]))
@@ -55,8 +56,12 @@ class NeighbourVote:
         self.shortlist = shortlist
         self.fit(np.zeros((0, 1), np.float32), np.zeros(0, np.int64))
 
-    def fit(self, views: Views, slots: np.ndarray) -> None:
+    def fit(self, views: Views, slots: np.ndarray, class_weights: np.ndarray | None = None) -> None:
         """Use the rows of ``views`` (each (m, e_v)) with class ``slots`` (m,) as the neighbours.
+
+        ``class_weights`` (one per slot number up to the largest of ``slots``) scale every
+        class's votes, e.g. by how often the class occurs: stored samples are balanced
+        across classes, the stream need not be. None weighs every class alike.
 
         The vote takes the arrays over and marks them read-only (the caller must not change
         them afterwards); they are only ever replaced by the next ``fit``, so :meth:`share`
@@ -66,6 +71,9 @@ class NeighbourVote:
         self._slots = _frozen(np.asarray(slots, dtype=np.int64))
         if any(len(view) != len(self._slots) for view in self._views):
             raise ValueError("every view needs one row per slot")
+        self._weights = None if class_weights is None else _frozen(np.asarray(class_weights, dtype=np.float64))
+        if self._weights is not None and len(self._slots) and len(self._weights) <= self._slots.max():
+            raise ValueError(f"class_weights cover {len(self._weights)} slots, the samples reach slot {self._slots.max()}")
         self._sq = [(view * view).sum(1) for view in self._views]
         self._table: np.ndarray | None = None  # neighbour indices by class, built on first shortlist use
 
@@ -104,7 +112,10 @@ class NeighbourVote:
             weight = 1.0 / (near + 1e-6 * (near.mean(1, keepdims=True) + 1e-12))
             weight /= weight.sum(1, keepdims=True)
             votes += np.bincount(rows + self._slots[idx].ravel(), weights=weight.ravel(), minlength=len(votes))
-        return votes.reshape(n, n_slots).argmax(1)
+        votes = votes.reshape(n, n_slots)
+        if self._weights is not None:
+            votes *= self._weights[:n_slots]
+        return votes.argmax(1)
 
     def _nearest(
         self, query: np.ndarray, ref: np.ndarray, ref_sq: np.ndarray, cand: np.ndarray | None
@@ -142,10 +153,11 @@ class NeighbourVote:
         return cand
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays for checkpoints: ``view0``, ``view1``, … and ``slots``."""
-        return {**{f"view{i}": view.copy() for i, view in enumerate(self._views)}, "slots": self._slots.copy()}
+        """Arrays for checkpoints: ``view0``, ``view1``, …, ``slots`` and, when set, ``weights``."""
+        weights = {} if self._weights is None else {"weights": self._weights.copy()}
+        return {**{f"view{i}": view.copy() for i, view in enumerate(self._views)}, "slots": self._slots.copy(), **weights}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore from :meth:`state` (a checkpoint of 0.1, with one view saved as ``z``, loads too)."""
         views = [state[f"view{i}"] for i in range(len(state)) if f"view{i}" in state] or [state["z"]]
-        self.fit(views, state["slots"])
+        self.fit(views, state["slots"], state.get("weights"))
