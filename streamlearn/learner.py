@@ -15,7 +15,7 @@ import torch
 from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
     HEADS, ClassMemory, ClassPrior, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
-    OnlineStandardizer, PrototypeHead, Teacher, linear_inputs, linear_width,
+    OnlineStandardizer, PrototypeHead, Teacher, fuse, linear_inputs, linear_width,
 )
 from streamlearn.concepts import Concept, ConceptLibrary
 from streamlearn.repair import RepairMixin
@@ -137,7 +137,7 @@ class Learner(RepairMixin):
         self.vote = NeighbourVote(self.neighbours) if self.neighbours else None
         self.prior = ClassPrior()  # how often each class is labeled lately: weighs the vote
         self.linear: LinearHead | None = None  # built with the encoder (its input is embedding + features)
-        self.choice = HeadChoice()  # which of prototypes, vote and linear head predicts
+        self.choice = HeadChoice()  # which of prototypes, vote, linear head and their fusion predicts
         self.monitor = DriftMonitor(delta=self.drift_delta)
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
@@ -218,10 +218,12 @@ class Learner(RepairMixin):
                             **self._active_alternative())
 
     def _active_alternative(self) -> dict[str, NeighbourVote | LinearHead]:
-        """The vote or the linear head when it currently predicts better than the prototypes, for snapshots."""
-        ready = (True, self.vote is not None and self.vote.ready, self.linear is not None and self.linear.ready)
-        best = HEADS[self.choice.best(ready)]
-        return {"vote": self.vote} if best == "vote" else {"linear": self.linear} if best == "linear" else {}
+        """The vote, the linear head or both (fused) when that predicts better than the prototypes, for snapshots."""
+        vote_ready = self.vote is not None and self.vote.ready
+        linear_ready = self.linear is not None and self.linear.ready
+        best = HEADS[self.choice.best((True, vote_ready, linear_ready, vote_ready and linear_ready))]
+        return {"vote": {"vote": self.vote}, "linear": {"linear": self.linear},
+                "fused": {"vote": self.vote, "linear": self.linear}}.get(best, {})
 
     def snapshot(self) -> ModelSnapshot:
         """An immutable copy for concurrent readers (the HTTP API)."""
@@ -244,7 +246,7 @@ class Learner(RepairMixin):
         z = encode(self.encoder, xn)
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
-        alt = self._alternatives(z, xn, dists)  # (n, 2): the vote's and the linear head's picks, -1 = none
+        alt = self._alternatives(z, xn, dists)  # (n, 3): the vote's, the linear head's, fused; -1 = none
         z_sq = (z * z).sum(1)
         learned: list[tuple[int, int]] = []  # (row, slot) of the labeled samples, for the linear head
         labeled: list[int] = []  # slots of the labeled samples, for the class prior
@@ -254,7 +256,7 @@ class Learner(RepairMixin):
         correct: list[bool | None] = []
         for i, label in enumerate(labels):
             slot, dist = self.head.pick(dists[i])
-            picks = (slot, int(alt[i, 0]), int(alt[i, 1]))
+            picks = (slot, int(alt[i, 0]), int(alt[i, 1]), int(alt[i, 2]))
             chosen = self.choice.pick(picks)
             preds.append(self.registry.label_of(chosen) if chosen >= 0 else None)
             versions.append(self.model_version)
@@ -319,15 +321,19 @@ class Learner(RepairMixin):
         return BatchResult(z, preds, drift, versions, correct)
 
     def _alternatives(self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray) -> np.ndarray:
-        """Slots picked by the vote and by the linear head (n, 2) for embeddings ``z``, standardised ``xn``.
+        """Slots picked by the vote, the linear head and their fusion (n, 3) for embeddings ``z``, standardised ``xn``.
 
         -1 where that head is off or not ready yet.
         """
-        alt = np.full((len(z), 2), -1, dtype=np.int64)
-        if self.vote is not None and self.vote.ready:
-            alt[:, 0] = self.vote.predict((z, xn)[: self.vote.n_views], dists)
+        alt = np.full((len(z), 3), -1, dtype=np.int64)
+        shares = self.vote.shares((z, xn)[: self.vote.n_views], dists) if self.vote is not None else None
+        if shares is not None:
+            alt[:, 0] = shares.argmax(1)
         if self.linear is not None and self.linear.ready:
-            alt[:, 1] = self.linear.predict(linear_inputs(z, xn))
+            probabilities = self.linear.probabilities(linear_inputs(z, xn))
+            alt[:, 1] = probabilities.argmax(1)
+            if shares is not None:
+                alt[:, 2] = fuse(shares, probabilities)
         return alt
 
     def _distances_after(self, z: np.ndarray, i: int) -> np.ndarray:

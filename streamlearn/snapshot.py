@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from streamlearn.model.classes import Label
+from streamlearn.model.fusion import fuse
 from streamlearn.model.linear import LinearHead, linear_inputs
 from streamlearn.model.neighbours import NeighbourVote
 from streamlearn.model.normalizer import OnlineStandardizer
@@ -47,7 +48,8 @@ def predict_with(
     """Labels and squared distances to the predicted class's prototype for raw ``features`` (n, d).
 
     The label comes from the neighbour ``vote`` or the ``linear`` head when one is given,
-    else from the nearest prototype; ``None``/inf before any class is known. The vote looks
+    from both fused when both are, else from the nearest prototype; ``None``/inf before any
+    class is known. A head that is not ready yet gives way to the others. The vote looks
     at the embedding and, when it holds that view too, the standardised input (an export
     holds the first only); the linear head at both.
     """
@@ -57,12 +59,14 @@ def predict_with(
     if d.shape[1] == 0 or not np.isfinite(d).any():
         return [None] * len(z), np.full(len(z), np.inf)
     slots = d.argmin(axis=1)
-    if vote is not None:
-        voted = vote.predict((z, standardised)[: vote.n_views], d)
-        slots = np.where((voted >= 0) & (voted < d.shape[1]), voted, slots)
-    if linear is not None:
-        picked = linear.predict(linear_inputs(z, standardised))
-        slots = np.where((picked >= 0) & (picked < d.shape[1]), picked, slots)
+    beliefs = []
+    if vote is not None and (shares := vote.shares((z, standardised)[: vote.n_views], d)) is not None:
+        beliefs.append(shares)
+    if linear is not None and linear.ready:
+        beliefs.append(linear.probabilities(linear_inputs(z, standardised)))
+    if beliefs:
+        picked = fuse(*beliefs)
+        slots = np.where(picked < d.shape[1], picked, slots)
     best = d[np.arange(len(z)), slots]
     return [labels[s] if s < len(labels) else None for s in slots], best
 
@@ -99,7 +103,9 @@ class ModelSnapshot:
 
     @property
     def predictor(self) -> str:
-        """Which head gives the labels: ``prototypes``, ``vote`` or ``linear``."""
+        """Which head gives the labels: ``prototypes``, ``vote``, ``linear`` or ``fused`` (vote and linear head)."""
+        if self.vote is not None and self.linear is not None:
+            return "fused"
         return "linear" if self.linear is not None else "vote" if self.vote is not None else "prototypes"
 
     @property

@@ -68,7 +68,7 @@ def test_model_info_describes_the_snapshot(client, trained):
     assert sorted(map(str, info["classes"])) == ["2", "a", "b"]
     assert info["checkpoint"] is None
     assert set(info) >= {"last_update", "last_drift"}
-    assert info["predictor"] == learner.snapshot().predictor in ("prototypes", "vote", "linear")
+    assert info["predictor"] == learner.snapshot().predictor in ("prototypes", "vote", "linear", "fused")
 
 
 def test_embed_matches_the_learner_it_was_taken_from(client, trained):

@@ -116,6 +116,29 @@ def test_a_vote_led_export_votes_on_the_embedding_alone(tmp_path):
     assert full.vote.n_views == 2 and full.predict(x)[0] == learner.predict(x)[0]
 
 
+def test_when_the_fused_head_leads_every_serving_path_fuses_the_vote_and_the_linear_head(tmp_path):
+    """Which head leads is set here by hand (streams where fusion leads take thousands of samples);
+    what is checked is that the learner, its snapshot, a checkpoint and the export all predict with it."""
+    from streamlearn.model import fuse, linear_inputs
+
+    x, labels = blobs(400, seed=3)
+    learner = Learner(seed=0, **SMALL)
+    run(learner, x, labels)
+    learner.choice.accuracy[:] = (0.5, 0.6, 0.6, 0.9)
+    assert learner.snapshot().predictor == "fused"
+    test, _ = blobs(100, seed=4)
+    xn = learner.normalizer.transform(test)
+    z = learner.embed(test)
+    fused = fuse(learner.vote.shares((z, xn)), learner.linear.probabilities(linear_inputs(z, xn)))
+    expected = [learner.registry.label_of(int(s)) for s in fused]
+    assert learner.predict(test)[0] == learner.snapshot().predict(test)[0] == expected
+    path = checkpoint.save(tmp_path, learner)
+    full, _ = checkpoint.load(path)
+    assert full.snapshot().predictor == "fused" and full.predict(test)[0] == expected
+    served, _ = checkpoint.load(path.with_name(checkpoint.EXPORT_FILE))
+    assert served.snapshot().predictor == "fused" and served.vote.n_views == 1  # the export's vote: embeddings only
+
+
 def test_a_checkpoint_written_by_version_0_1_loads_as_the_model_it_was(trained):
     """0.1 had one vote view (vote.z), two head accuracies, no linear head and no linear_lr."""
     arrays, meta = checkpoint.to_state(trained)

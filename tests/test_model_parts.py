@@ -250,6 +250,29 @@ def test_a_one_view_vote_saved_by_version_0_1_still_loads():
     assert vote.predict(np.array([[0.9]])).tolist() == [4]
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_vote_shares_are_distributions_whose_largest_is_the_voted_class(seed, k):
+    rng = np.random.default_rng(seed)
+    ref, slots = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 4, 40)
+    queries = rng.normal(size=(15, 3)).astype(np.float32)
+    vote = NeighbourVote(k=k)
+    vote.fit([ref, ref * 2], slots, rng.uniform(1, 50, int(slots.max()) + 1))
+    shares = vote.shares([queries, queries * 2])
+    np.testing.assert_allclose(shares.sum(1), 1.0)
+    assert (shares >= 0).all()
+    assert np.array_equal(shares.argmax(1), vote.predict([queries, queries * 2]))
+    assert NeighbourVote(k=50).shares(queries) is None  # fewer than k neighbours: no answer
+
+
+def test_linear_probabilities_sum_to_one_over_the_learned_classes_only():
+    head = LinearHead(n_inputs=2, lr=0.5)
+    head.learn(np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), np.array([0, 2]))
+    p = head.probabilities(np.array([[1.0, 0.0], [0.3, 0.3]], dtype=np.float32))
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-6)
+    assert (p[:, 1] == 0).all() and np.array_equal(p.argmax(1), head.predict(np.array([[1.0, 0.0], [0.3, 0.3]])))
+
+
 def test_the_linear_head_predicts_nothing_before_two_classes_and_forgets_a_cleared_slot():
     head = LinearHead(n_inputs=2, lr=0.5)
     x = np.array([[1.0, 0.0], [0.0, 1.0]] * 10, dtype=np.float32)

@@ -1,10 +1,11 @@
-"""The model parts: encoder, standardiser, prototype head, neighbour vote, linear head, head choice, class
-registry, class prior, memory, meta step, distillation."""
+"""The model parts: encoder, standardiser, prototype head, neighbour vote, linear head, fusion, head choice,
+class registry, class prior, memory, meta step, distillation."""
 
 from streamlearn.model.choice import HEADS, HeadChoice
 from streamlearn.model.classes import ClassRegistry, Label
 from streamlearn.model.distill import Teacher, distillation_loss
 from streamlearn.model.encoder import Encoder
+from streamlearn.model.fusion import fuse
 from streamlearn.model.linear import LinearHead, linear_inputs, linear_width
 from streamlearn.model.memory import ClassMemory
 from streamlearn.model.meta import MetaStep, protonet_loss
@@ -28,6 +29,7 @@ __all__ = [
     "PrototypeHead",
     "Teacher",
     "distillation_loss",
+    "fuse",
     "linear_inputs",
     "linear_width",
     "protonet_loss",

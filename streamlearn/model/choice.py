@@ -8,7 +8,7 @@ import numpy as np
 
 __all__ = ["HEADS", "HeadChoice"]
 
-HEADS = ("prototypes", "vote", "linear")
+HEADS = ("prototypes", "vote", "linear", "fused")  # "fused": the vote and the linear head together
 
 
 class HeadChoice:
@@ -23,14 +23,14 @@ class HeadChoice:
 
     >>> choice = HeadChoice()
     >>> for _ in range(50):
-    ...     choice.score((0, 1, 1), known=1)  # the prototypes miss, vote and linear hit
-    >>> HEADS[choice.best([True, True, True])], choice.pick((0, 1, 2))
+    ...     choice.score((0, 1, 1, 1), known=1)  # the prototypes miss, the other heads hit
+    >>> HEADS[choice.best([True, True, True, True])], choice.pick((0, 1, 2, 3))
     ('vote', 1)
-    >>> choice.pick((0, -1, -1))  # only the prototypes have an answer
+    >>> choice.pick((0, -1, -1, -1))  # only the prototypes have an answer
     0
     """
 
-    def __init__(self, rate: float = 0.02, margins: Sequence[float] = (0.0, 0.0, 0.02)):
+    def __init__(self, rate: float = 0.02, margins: Sequence[float] = (0.0, 0.0, 0.02, 0.0)):
         if len(margins) != len(HEADS):
             raise ValueError(f"one margin per head {HEADS}, got {len(margins)}")
         self.rate = rate
@@ -60,5 +60,5 @@ class HeadChoice:
         self.accuracy[HEADS.index(head)] = 0.0
 
     def load(self, accuracy: np.ndarray) -> None:
-        """Restore running accuracies (a 0.1 checkpoint has only the first two)."""
+        """Restore running accuracies (older checkpoints have fewer heads: 0.1 two, then three)."""
         self.accuracy[: len(accuracy)] = accuracy

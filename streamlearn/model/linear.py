@@ -70,6 +70,14 @@ class LinearHead:
             return np.full(len(x), -1)
         return self.logits(x).argmax(1)
 
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, slots); slots never learned get 0. Call only when :attr:`ready`."""
+        z = self.logits(x)
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        return p
+
     def learn(self, x: np.ndarray, slots: np.ndarray) -> None:
         """One SGD step on the summed log-loss of rows ``x`` (n, n_inputs) labeled ``slots`` (n,)."""
         x = np.asarray(x, dtype=np.float32)
@@ -78,10 +86,7 @@ class LinearHead:
             return
         self._ensure(int(slots.max()) + 1)
         self._trained[slots] = True
-        z = self.logits(x)
-        z -= z.max(1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(1, keepdims=True)
+        p = self.probabilities(x)
         p[np.arange(len(slots)), slots] -= 1.0  # gradient of the log-loss w.r.t. the logits
         self.weight *= 1.0 - self.lr * self.l2 * len(slots)
         self.weight -= self.lr * (p.T @ x)

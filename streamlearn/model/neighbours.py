@@ -97,12 +97,20 @@ class NeighbourVote:
         row searches only the samples of its ``shortlist`` nearest classes: the cost of the
         search stops growing with the number of classes.
         """
+        shares = self.shares(views, class_distances)
+        return np.full(len(_as_views(views)[0]), -1) if shares is None else shares.argmax(1)
+
+    def shares(self, views: Views, class_distances: np.ndarray | None = None) -> np.ndarray | None:
+        """Each class's share of every query row's (weighted) votes (n, slots), rows summing to 1.
+
+        None when there are fewer than ``k`` neighbours; arguments as for :meth:`predict`.
+        """
         queries = _as_views(views)
         if len(queries) != len(self._views):
             raise ValueError(f"expected {len(self._views)} views, got {len(queries)}")
         n = len(queries[0])
         if not self.ready:
-            return np.full(n, -1)
+            return None
         cand = self._candidates(class_distances) if len(self._slots) > self.exact_up_to else None
         n_slots = int(self._slots.max()) + 1
         votes = np.zeros(n * n_slots)
@@ -115,7 +123,8 @@ class NeighbourVote:
         votes = votes.reshape(n, n_slots)
         if self._weights is not None:
             votes *= self._weights[:n_slots]
-        return votes.argmax(1)
+        votes /= votes.sum(1, keepdims=True)
+        return votes
 
     def _nearest(
         self, query: np.ndarray, ref: np.ndarray, ref_sq: np.ndarray, cand: np.ndarray | None
