@@ -70,10 +70,9 @@ class BatchHandler:
         published: list[tuple[Record, Sample]] = []
         for start in range(0, len(valid), self.chunk):
             chunk = valid[start:start + self.chunk]
-            if self._learn_and_publish(learner, chunk):
-                published.extend(chunk)
-            else:
-                rejected += len(chunk)
+            sent = self._learn_and_publish(learner, chunk)
+            published.extend(sent)
+            rejected += len(chunk) - len(sent)
         self.sink.flush()
         self._observe_latency(published)
         embedded = len(published)
@@ -104,8 +103,11 @@ class BatchHandler:
             valid.append((record, sample))
         return valid, rejected
 
-    def _learn_and_publish(self, learner: Any, chunk: list[tuple[Record, Sample]]) -> bool:
-        """Test-then-train on ``chunk`` and queue one EmbeddingRecord per sample; False if the learner failed."""
+    def _learn_and_publish(self, learner: Any, chunk: list[tuple[Record, Sample]]) -> list[tuple[Record, Sample]]:
+        """Test-then-train on ``chunk`` and queue one EmbeddingRecord per sample; returns those queued.
+
+        If the learner fails, every sample of the chunk is dead-lettered instead (none queued).
+        """
         features = np.stack([s.features for _, s in chunk])
         labels = [s.label for _, s in chunk]
         started = time.perf_counter()
@@ -122,19 +124,27 @@ class BatchHandler:
                       f"the failure): {exc.__class__.__name__}: {exc}")
             for record, _ in chunk:
                 self._dead_letter(record, PROCESSING_ERROR, detail, learner.model_version)
-            return False
+            return []
         finally:
             self.metrics.update_duration.observe(time.perf_counter() - started)
         self.metrics.record_correct(result.correct)
         send, topic = self.sink.send, self.embeddings_topic
         embeddings, predictions, drift, versions = (
             result.embeddings, result.predictions, result.drift, result.model_versions)
+        sent = []
         for i, (record, sample) in enumerate(chunk):
             ts = sample.ts if sample.ts is not None else _kafka_seconds(record)
-            value = EmbeddingRecord(sample.id, embeddings[i], predictions[i], sample.label,
-                                    versions[i], drift[i], ts).to_json()
-            send(topic, sample.id.encode("utf-8"), value)
-        return True
+            try:
+                value = EmbeddingRecord(sample.id, embeddings[i], predictions[i], sample.label,
+                                        versions[i], drift[i], ts).to_json()
+                key = sample.id.encode("utf-8")
+            except (TypeError, ValueError) as exc:  # validation lets no such sample through; never stop the stream
+                self._dead_letter(record, PROCESSING_ERROR, f"its embedding record cannot be encoded: {exc}",
+                                  learner.model_version)
+                continue
+            send(topic, key, value)
+            sent.append((record, sample))
+        return sent
 
     def _dead_letter(self, record: Record, reason: str, detail: str, model_version: int) -> None:
         """Queue a DeadLetter for ``record`` (its original bytes, truncated only beyond the size limit)."""

@@ -236,9 +236,12 @@ def decode_sample(raw: bytes, *, default_id: str, n_features: int | None, max_by
         sample_id = default_id
     elif not isinstance(sample_id, str):
         raise SchemaError("invalid_field", f"id must be a string, got {_json_type(sample_id)}")
+    _check_text(sample_id, "id", "invalid_field")
     task = obj.get("task")
     if task is not None and not isinstance(task, str):
         raise SchemaError("invalid_field", f"task must be a string, got {_json_type(task)}")
+    if task is not None:
+        _check_text(task, "task", "invalid_field")
     ts = obj.get("ts")
     if ts is not None:
         if not _is_number(ts):
@@ -277,7 +280,13 @@ def peek_id(raw: bytes, max_bytes: int) -> str | None:
     except (ValueError, RecursionError):
         return None
     value = obj.get("id") if isinstance(obj, dict) else None
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # not text: the record is named by its position instead
+    return value
 
 
 def _decode_features(obj: dict[str, Any], n_features: int | None) -> np.ndarray:
@@ -318,7 +327,24 @@ def _decode_label(label: Any) -> Label | None:
         raise SchemaError("invalid_label", f"label must be a string, an integer or null, got {_json_type(label)}")
     if isinstance(label, str) and not label:
         raise SchemaError("invalid_label", "label must not be an empty string")
+    if isinstance(label, str):
+        _check_text(label, "label", "invalid_label")
     return label
+
+
+def _check_text(value: str, field: str, reason: str) -> None:
+    """Refuse a string that cannot be written as UTF-8: JSON's \\u escapes can spell half a surrogate pair.
+
+    >>> _check_text(chr(0xD800), "label", "invalid_label")
+    Traceback (most recent call last):
+    ...
+    streamlearn.errors.SchemaError: invalid_label: label contains a lone UTF-16 surrogate (\\ud800), which is not text
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        detail = f"{field} contains a lone UTF-16 surrogate (\\u{ord(value[exc.start]):04x}), which is not text"
+        raise SchemaError(reason, detail) from None
 
 
 def _json_type(value: Any) -> str:

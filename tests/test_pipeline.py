@@ -129,6 +129,32 @@ def test_a_failing_learner_sends_its_batch_to_dead_letters_and_the_stream_goes_o
     assert metrics.registry.get_sample_value("streamlearn_dead_letters_total", {"reason": PROCESSING_ERROR}) == 5
 
 
+def test_a_record_whose_output_cannot_be_encoded_is_dead_lettered_and_the_rest_published(settings, monkeypatch):
+    """Validation lets no such sample through (see test_schema); the handler still must not stop the stream.
+    The encoder is made to fail here for one id to reach that path."""
+    from streamlearn import pipeline
+
+    real = pipeline.EmbeddingRecord.to_json
+
+    def failing(record):
+        if record.id == "row-3":
+            raise ValueError("cannot encode")
+        return real(record)
+
+    monkeypatch.setattr(pipeline.EmbeddingRecord, "to_json", failing)
+    rows = blob_rows(6)
+    for i, row in enumerate(rows):
+        row["id"] = f"row-{i}"
+    sink, metrics = FakeSink(), Metrics()
+    lines = [json.dumps(r).encode() for r in rows]
+    outcome = BatchHandler(settings, sink, metrics).handle(small_learner(), records(lines))
+    assert [body["id"] for _, body in sink.on("emb")] == ["row-0", "row-1", "row-2", "row-4", "row-5"]
+    letters = [body for _, body in sink.on("dlq")]
+    assert [(b["reason"], b["offset"]) for b in letters] == [(PROCESSING_ERROR, 3)]
+    assert "cannot encode" in letters[0]["detail"]
+    assert (outcome.embedded, outcome.rejected) == (5, 1)
+
+
 def test_an_oversized_record_is_dead_lettered_within_the_producer_limit(settings):
     huge = b'{"features": [' + b"1," * 900_000 + b'1]}'
     sink = FakeSink()

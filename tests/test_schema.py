@@ -62,7 +62,17 @@ REJECTED = [
     ('{"features": [1, 2, 3], "ts": "2024-01-01"}', "invalid_field"),
     ('{"features": [1, 2, 3], "ts": true}', "invalid_field"),
     ('{"features": [1, 2, 3], "ts": NaN}', "invalid_field"),
+    # Valid JSON, but half a surrogate pair is not text: it cannot be written out as UTF-8 again.
+    ('{"features": [1, 2, 3], "label": "\\ud800"}', "invalid_label"),
+    ('{"features": [1, 2, 3], "id": "x\\udc00"}', "invalid_field"),
+    ('{"features": [1, 2, 3], "task": "\\ud83d"}', "invalid_field"),
 ]
+
+
+def test_a_whole_surrogate_pair_is_text_and_round_trips() -> None:
+    sample = decode('{"features": [1, 2, 3], "label": "smile \\ud83d\\ude00", "id": "\\u00e9"}')
+    assert sample.label == "smile \U0001f600" and sample.id == "\u00e9"
+    assert decode(sample.to_json()).label == sample.label
 
 
 @pytest.mark.parametrize(("raw", "reason"), REJECTED)

@@ -42,8 +42,8 @@ BAD = [
     (b'{"id": "lbl", "features": [1, 2, 3, 4, 5, 6, 7, 8], "label": 1.5}', "invalid_label"),
     (b'["an", "array"]', "not_object"),
     (b"", "not_json"),
+    (b'{"id": "half", "features": [1, 2, 3, 4, 5, 6, 7, 8], "label": "\\ud800"}', "invalid_label"),  # not text
 ]
-
 
 
 def valid_rows(n: int) -> list[dict]:
