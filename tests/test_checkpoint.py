@@ -99,6 +99,21 @@ def test_the_export_beside_each_checkpoint_holds_no_raw_samples_and_predicts_ali
     assert served.predict(x)[0] == trained.predict(x)[0]
 
 
+def test_a_checkpoint_during_the_standardisers_warm_up_resumes_it_and_its_export_holds_no_rows(tmp_path):
+    x, labels = blobs(60, seed=5)
+    learner = Learner(seed=0, **SMALL)
+    learner.process(x[:10], labels[:10])
+    assert "warm" in learner.normalizer.state()  # fewer than 32 samples: raw rows are kept
+    path = checkpoint.save(tmp_path, learner)
+    raw = path.with_name(checkpoint.EXPORT_FILE).read_bytes()
+    assert "normalizer.warm" not in json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    restored, _ = checkpoint.load(path)
+    for model in (learner, restored):
+        model.process(x[10:], labels[10:])
+    np.testing.assert_array_equal(restored.normalizer.var, learner.normalizer.var)
+    np.testing.assert_array_equal(restored.embed(x), learner.embed(x))
+
+
 def test_a_vote_led_export_votes_on_the_embedding_alone(tmp_path):
     """The export keeps no stored input: a model whose vote leads is served with the embedding view only."""
     rng = np.random.default_rng(1)

@@ -267,6 +267,14 @@ def test_the_vote_weighs_classes_by_how_often_they_are_labeled():
     assert weighted_acc > unweighted_acc + 0.03, (weighted_acc, unweighted_acc)
 
 
+def test_one_absurd_sample_early_in_the_stream_does_not_disable_the_model():
+    x, labels = blobs(900)
+    x[10] = 1e6
+    x[40, :4], x[40, 4:] = -3e38, 3e38
+    out = run(Learner(seed=0, **SMALL), x, labels)
+    assert np.mean([c for r in out[-10:] for c in r.correct]) > 0.95
+
+
 def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():
     learner = Learner(seed=0, max_classes=2, **SMALL)
     x, labels = blobs(1200, n_classes=2)

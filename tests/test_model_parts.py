@@ -44,6 +44,28 @@ def test_a_feature_constant_so_far_takes_its_scale_from_the_first_batch_where_it
     assert s.var[1] == pytest.approx(1.0, rel=0.2)  # the other feature kept its history
 
 
+@pytest.mark.parametrize("batch", [1, 3, 8, 256])
+def test_an_absurd_row_among_the_first_samples_does_not_become_the_scale(batch):
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (400, 3))
+    x[5] = (1e6, -3e38, 3e38)
+    s = OnlineStandardizer(3)
+    for i in range(0, len(x), batch):
+        s.update(x[i:i + batch])
+    assert (0.5 < s.var).all() and (s.var < 2.0).all(), s.var  # clipped at 10 robust scales, not left at 1e76
+    np.testing.assert_allclose(s.mean, 0.0, atol=0.2)
+
+
+def test_a_feature_coming_alive_with_an_absurd_value_gets_the_scale_of_the_rest():
+    rng = np.random.default_rng(3)
+    s = OnlineStandardizer(1)
+    s.update(np.zeros((64, 1)))
+    alive = rng.normal(5.0, 2.0, (64, 1))
+    alive[7] = 1e30
+    s.update(alive)
+    assert 2.0 < s.var[0] < 16.0 and 4.0 < s.mean[0] < 6.5, (s.mean, s.var)  # true: 5 and 4; unclipped: 1e58
+
+
 def test_features_in_any_unit_get_the_same_z_scores():
     rng = np.random.default_rng(1)
     x = rng.normal(5.0, 2.0, (200, 3))

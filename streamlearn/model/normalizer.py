@@ -6,7 +6,13 @@ import numpy as np
 
 __all__ = ["OnlineStandardizer"]
 
-_ROBUST_AFTER = 32  # samples before outliers are clipped while updating (the scale must exist first)
+# For the first samples the statistics are recomputed from all of them, robustly: values beyond
+# _REACH robust scales (1.4826 x the median absolute deviation) of their feature's median are
+# clipped, once at least _MIN_ROBUST_ROWS rows are there. After that, values beyond the clip
+# range of the running statistics are clipped (see update).
+_WARM_UP = 32
+_REACH = 10.0
+_MIN_ROBUST_ROWS = 16
 # A spread below this fraction of a feature's magnitude is rounding noise in float32 (the
 # features' type): such a feature has been constant so far and has no scale yet.
 _NO_SPREAD = 1e-6
@@ -23,6 +29,11 @@ class OnlineStandardizer:
     as much as one measured in millions. A feature that has been constant so far has no
     scale yet; its statistics start over with the first batch in which it varies, so a
     feature that comes alive late is on the common scale at once.
+
+    One absurd (but finite) value must not become a feature's scale for millions of
+    samples. Over the first 32 samples the statistics are recomputed from all of them with
+    values beyond 10 robust scales (median absolute deviation) of the median clipped; after
+    that, values beyond the clip range of the running statistics count as if at its edge.
 
     Parameters
     ----------
@@ -62,6 +73,7 @@ class OnlineStandardizer:
         self.mean = np.zeros(self.n_features, dtype=np.float64)
         self.var = np.zeros(self.n_features, dtype=np.float64)
         self.seen = np.zeros(self.n_features, dtype=np.int64)  # samples in each feature's statistics
+        self._warm: np.ndarray | None = None  # every row so far, during the warm-up
         self._refresh_scale()
 
     def _floor(self, mean: np.ndarray) -> np.ndarray:
@@ -80,16 +92,26 @@ class OnlineStandardizer:
         n = x.shape[0]
         if n == 0:
             return
-        robust = self._scaled & (self.seen >= _ROBUST_AFTER)
+        if self.count == 0 or self._warm is not None:
+            rows = x if self._warm is None else np.concatenate([self._warm, x])
+            self.mean, self.var = _robust_moments(rows)
+            self.count = len(rows)
+            self.seen = np.full(self.n_features, self.count, dtype=np.int64)
+            self._warm = rows if len(rows) < _WARM_UP else None
+            self._refresh_scale()
+            return
+        robust = self._scaled & (self.seen >= _WARM_UP)
         if robust.any():
-            # One absurd (but finite) record must not wreck the scale for millions of samples:
-            # values beyond the clip range of the current statistics count as if at its edge.
             reach = self.clip * np.sqrt(self.var)
             x = np.where(robust, np.clip(x, self.mean - reach, self.mean + reach), x)
         batch_mean = x.mean(axis=0)
         batch_var = x.var(axis=0)
-        # A feature constant so far starts its statistics with the first batch in which it varies.
-        self.seen[~self._scaled & (np.sqrt(batch_var) > self._floor(batch_mean))] = 0
+        # A feature constant so far starts its statistics with the first batch in which it varies
+        # (robustly: an absurd value in that batch must not become its scale).
+        starting = ~self._scaled & (np.sqrt(batch_var) > self._floor(batch_mean))
+        if starting.any():
+            batch_mean[starting], batch_var[starting] = _robust_moments(x[:, starting])
+            self.seen[starting] = 0
         total = self.seen + n
         weight = np.maximum(n / total, min(1.0, n * self.min_rate))
         delta = batch_mean - self.mean
@@ -107,9 +129,12 @@ class OnlineStandardizer:
         return z
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays that fully describe the statistics (for checkpoints)."""
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64),
-                "seen": self.seen.copy()}
+        """Arrays that fully describe the statistics (for checkpoints); ``warm`` holds raw rows, during the warm-up."""
+        state = {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64),
+                 "seen": self.seen.copy()}
+        if self._warm is not None:
+            state["warm"] = self._warm.copy()
+        return state
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore statistics written by :meth:`state` (one without ``seen`` counts every sample for every feature)."""
@@ -118,4 +143,21 @@ class OnlineStandardizer:
         self.count = int(np.asarray(state["count"]).reshape(-1)[0])
         seen = state.get("seen")
         self.seen = np.full(self.n_features, self.count, np.int64) if seen is None else np.asarray(seen, np.int64).copy()
+        warm = state.get("warm")
+        self._warm = None if warm is None else np.asarray(warm, dtype=np.float64).copy()
         self._refresh_scale()
+
+
+def _robust_moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of every column of ``rows``, values beyond ``_REACH`` robust scales of the median clipped.
+
+    >>> mean, var = _robust_moments(np.array([[v] for v in [0.0, 1.0] * 50 + [1e30]]))
+    >>> float(mean[0]) < 2.0, float(var[0]) < 10.0
+    (True, True)
+    """
+    if len(rows) >= _MIN_ROBUST_ROWS:
+        median = np.median(rows, axis=0)
+        scale = 1.4826 * np.median(np.abs(rows - median), axis=0)
+        reach = np.where(scale > 0, _REACH * scale, np.inf)
+        rows = np.clip(rows, median - reach, median + reach)
+    return rows.mean(axis=0), rows.var(axis=0)
