@@ -218,7 +218,8 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
         tmp = directory / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        export = {k: v for k, v in arrays.items() if k.startswith(_EXPORT_PREFIXES)}
+        # Never a raw input: the standardiser's warm-up rows (first 32 samples) stay out too.
+        export = {k: v for k, v in arrays.items() if k.startswith(_EXPORT_PREFIXES) and k != "normalizer.warm"}
         export_meta = dict(meta, library=[], good=None, teacher_version=None, portable=True)
         for filename, tensors, header in ((MODEL_FILE, arrays, meta), (EXPORT_FILE, export, export_meta)):
             save_file(tensors, str(tmp / filename), metadata={"streamlearn": json.dumps(header)})
@@ -284,6 +285,6 @@ def load(directory: Path) -> tuple[Learner, dict]:
             header = json.loads(fh.read(header_len))
         meta = json.loads(header["__metadata__"]["streamlearn"])
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read checkpoint {path} (is it a streamlearn checkpoint?): {exc}") from exc
     learner = from_state(arrays, meta)
     return learner, meta.get("extra", {})

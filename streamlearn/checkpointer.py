@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.config import CheckpointSettings
+from streamlearn.errors import ConfigError
 from streamlearn.kafka.protocols import Source
 from streamlearn.metrics import Metrics
 from streamlearn.snapshot_store import SnapshotStore
@@ -32,6 +34,25 @@ from streamlearn.snapshot_store import SnapshotStore
 __all__ = ["Checkpointer", "restore"]
 
 logger = logging.getLogger(__name__)
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and make sure files can be written there, or raise ConfigError.
+
+    Checked at start-up: a daemon that could not checkpoint would consume and publish until its
+    first checkpoint and die there, with nothing committed.
+
+    >>> ensure_writable(Path("/proc/no-such-dir"))
+    Traceback (most recent call last):
+    ...
+    streamlearn.errors.ConfigError: checkpoint.dir: /proc/no-such-dir is not writable (No such file or directory)
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError("checkpoint.dir", f"{directory} is not writable ({exc.strerror or exc})") from None
 
 
 def restore(settings: CheckpointSettings, fresh: Callable[[], Any], learner_settings: Any = None) -> tuple[Any, dict]:

@@ -91,6 +91,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _require_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise UsageError(f"{what} {path} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{what} {path} is not readable")
+
+
+def _check_outputs(source: Path, outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is a directory, the input itself, or another output (it would be overwritten)."""
+    seen = {source.resolve(): "the input file"}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UsageError(f"{flag} {path} is a directory; give a file path")
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{flag} {path} is also {seen[resolved]}; it would be overwritten")
+        seen[resolved] = flag
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -102,6 +118,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     _require_file(args.input, "input file")
+    _check_outputs(args.input, {"--predictions": args.predictions, "--report": args.report})
+    if args.save_model is not None and args.save_model.resolve() == args.input.resolve():
+        raise UsageError(f"--save-model {args.save_model} is also the input file; it would be overwritten")
     settings = _settings(args)
     if args.seed is not None:
         settings = settings.model_copy(update={"learner": settings.learner.model_copy(update={"seed": args.seed})})
@@ -124,9 +143,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     _require_file(args.input, "input file")
+    _check_outputs(args.input, {"--output": args.output})
+    if args.output is not None and args.model.exists() and args.output.resolve() == args.model.resolve():
+        raise UsageError(f"--output {args.output} is also the model; it would be overwritten")
     if not args.model.exists():
         raise UsageError(f"model {args.model} does not exist")
+    from streamlearn.checkpoint import latest_path
     from streamlearn.embed import embed_file
+
+    if latest_path(args.model) is None:
+        raise UsageError(f"--model {args.model} holds no checkpoint or saved model")
 
     settings = _settings(args)  # no --config for embed, but env vars (e.g. the size limit) still apply
     kwargs = {"batch_size": args.batch_size, "max_bytes": settings.kafka.max_message_bytes}

@@ -14,7 +14,10 @@ True
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +26,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streamlearn.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "KafkaSettings",
@@ -208,6 +213,7 @@ def load_settings(path: Path | None = None) -> Settings:
     0.001
     """
     data = _read_yaml(Path(path)) if path is not None else {}
+    _warn_on_stray_variables(os.environ)
     try:
         return Settings(**data)
     except ValidationError as exc:
@@ -221,3 +227,30 @@ def load_settings(path: Path | None = None) -> Settings:
         match = re.search(r'field "([^"]+)"', str(exc))
         field = match.group(1) if match else "environment"
         raise ConfigError(field, f"cannot parse the environment value ({exc})") from exc
+
+
+# Variables with the prefix that the project's own scripts use, not settings.
+_NOT_SETTINGS = ("STREAMLEARN_CACHE", "STREAMLEARN_TEST_")
+
+
+def _warn_on_stray_variables(environ: Mapping[str, str]) -> list[str]:
+    """Warn about (and return) ``STREAMLEARN_*`` variables that name no setting, e.g. a single underscore typo.
+
+    Unknown keys inside a section are already errors; a variable whose section does not exist
+    would otherwise be ignored without a word (and the setting silently keep its default).
+
+    >>> _warn_on_stray_variables({"STREAMLEARN_KAFKA_BOOTSTRAP_SERVERS": "x", "STREAMLEARN_LOG_LEVEL": "INFO",
+    ...                           "STREAMLEARN_API__PORT": "1", "STREAMLEARN_CACHE": "/c", "HOME": "/root"})
+    ['STREAMLEARN_KAFKA_BOOTSTRAP_SERVERS']
+    """
+    stray = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("STREAMLEARN_") or upper.startswith(_NOT_SETTINGS):
+            continue
+        if upper[len("STREAMLEARN_"):].split("__", 1)[0].lower() not in Settings.model_fields:
+            stray.append(name)
+            logger.warning("environment variable ignored: it names no setting",
+                           extra={"variable": name, "expected": "STREAMLEARN_<SECTION>__<KEY>, two underscores, "
+                                                               "e.g. STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS"})
+    return stray

@@ -59,6 +59,7 @@ class ControlQueue:
             try:
                 future.set_result(fn())
             except Exception as exc:  # handed to the caller, who reports it
-                logger.exception("control command failed")
+                logger.error("control command failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
+                logger.debug("control command failure", exc_info=True)
                 future.set_exception(exc)
             ran += 1

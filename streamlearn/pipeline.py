@@ -115,11 +115,12 @@ class BatchHandler:
             result = learner.process(features, labels)
         except Exception as exc:  # a learner bug or numeric fault must not stop the stream or lose the batch
             first, last = chunk[0][0], chunk[-1][0]
-            logger.exception(
+            logger.error(
                 "learner failed on a batch; sending it to the dead-letter topic",
                 extra={"first": _where(first), "last": _where(last), "n": len(chunk),
-                       "model_version": learner.model_version},
+                       "model_version": learner.model_version, "error": f"{exc.__class__.__name__}: {exc}"},
             )
+            logger.debug("learner failure", exc_info=True)  # the traceback, for --log-level DEBUG
             detail = (f"learner failed on this sample's batch (it may have learned from the samples before "
                       f"the failure): {exc.__class__.__name__}: {exc}")
             for record, _ in chunk:

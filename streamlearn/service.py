@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 from streamlearn import __version__
@@ -68,12 +69,13 @@ class Service:
 
     def run(self, *, count: int | None = None, timeout: float | None = None) -> int:
         """Run until stopped, until ``count`` records were consumed, or ``timeout`` seconds passed; return 0."""
-        from streamlearn.checkpointer import Checkpointer, restore
+        from streamlearn.checkpointer import Checkpointer, ensure_writable, restore
         from streamlearn.learner import Learner  # heavy (torch): imported when the daemon starts
 
         s = self.settings
         with ExitStack() as stack:
             stack.callback(self._unfreeze_gc)
+            ensure_writable(Path(s.checkpoint.dir))
             self.prepare_topics(s.kafka)
             self.learner, extra = restore(s.checkpoint, lambda: Learner.from_settings(s.learner), s.learner)
             self.metrics.observe_learner(self.learner, baseline=True)
@@ -93,12 +95,14 @@ class Service:
                                                  "model_version": self.learner.model_version})
             try:
                 self._loop(source, handler, count, timeout)
-            except Exception:
+            except Exception as exc:
                 # No final checkpoint: the failed batch's outputs may be missing, so its offsets must not be committed.
                 # A background checkpoint begun before the failure holds only handled, flushed records: commit it.
                 self._settle_checkpoint()
-                logger.exception("daemon failed; stopping without a final checkpoint",
-                                 extra={"consumed": self.consumed, "model_version": self.learner.model_version})
+                logger.error("daemon failed; stopping without a final checkpoint",
+                             extra={"consumed": self.consumed, "model_version": self.learner.model_version,
+                                    "error": f"{exc.__class__.__name__}: {exc}"})
+                logger.debug("daemon failure", exc_info=True)  # the traceback, for --log-level DEBUG
                 raise
             self._shutdown()
         logger.info("daemon stopped", extra={"consumed": self.consumed, "model_version": self.learner.model_version})
@@ -165,8 +169,10 @@ class Service:
     def _settle_checkpoint(self) -> None:
         try:
             self.checkpointer.finish(wait=True)
-        except Exception:  # the loop's own failure is the one to report
-            logger.exception("could not complete the background checkpoint", extra={"consumed": self.consumed})
+        except Exception as exc:  # the loop's own failure is the one to report
+            logger.error("could not complete the background checkpoint",
+                         extra={"consumed": self.consumed, "error": f"{exc.__class__.__name__}: {exc}"})
+            logger.debug("background checkpoint failure", exc_info=True)
 
     def _checkpoint(self) -> None:
         self.checkpointer.checkpoint(self.learner)

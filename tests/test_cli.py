@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from .conftest import INVALID_LINES, N_FEATURES
+from streamlearn import checkpoint
 from streamlearn.cli import main
 from streamlearn.config import Settings
 from streamlearn.replay import replay
@@ -170,9 +171,10 @@ def test_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_unloadable_model_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_jsonl(['{"features": [1, 2]}'])
-    empty = tmp_path / "empty-model"
-    empty.mkdir()
-    assert main(["embed", "--model", str(empty), str(data)]) == 1
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / checkpoint.MODEL_FILE).write_bytes(b"not a model")
+    assert main(["embed", "--model", str(broken), str(data)]) == 1
     assert one_line(capsys.readouterr().err)
 
 
@@ -191,6 +193,25 @@ def test_real_process_never_prints_a_traceback(tmp_path: Path) -> None:
     assert usage.returncode == 2 and one_line(usage.stderr), usage.stderr
     data = tmp_path / "in.jsonl"
     data.write_text('{"features": [1]}\n')
-    runtime = subprocess.run([sys.executable, "-m", "streamlearn", "embed", "--model", str(tmp_path), str(data)],
-                             capture_output=True, text=True, timeout=120)
+    runtime = subprocess.run([sys.executable, "-m", "streamlearn", "embed", "--model", str(data), str(data)],
+                             capture_output=True, text=True, timeout=120)  # a file that is no checkpoint
     assert runtime.returncode == 1 and one_line(runtime.stderr), runtime.stderr
+    assert "is it a streamlearn checkpoint?" in runtime.stderr
+
+
+@pytest.mark.parametrize("extra", [["--predictions", "IN"], ["--predictions", "P", "--report", "P"],
+                                   ["--predictions", "DIR"]])
+def test_replay_refuses_outputs_that_would_overwrite_the_input_or_each_other(tmp_path: Path, extra, capsys) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"features": [1], "label": "a"}\n')
+    names = {"IN": str(data), "P": str(tmp_path / "out.json"), "DIR": str(tmp_path)}
+    assert main(["replay", str(data), *[names.get(a, a) for a in extra]]) == 2
+    assert one_line(capsys.readouterr().err)
+    assert data.read_text() == '{"features": [1], "label": "a"}\n'
+
+
+def test_embed_refuses_a_model_folder_without_a_model(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"features": [1]}\n')
+    assert main(["embed", "--model", str(tmp_path), str(data)]) == 2
+    assert "holds no checkpoint or saved model" in capsys.readouterr().err

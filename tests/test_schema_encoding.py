@@ -119,14 +119,29 @@ samples = st.fixed_dictionaries(
 )
 
 
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @settings(max_examples=300, deadline=None)
 @given(samples, st.booleans())
 @example({"features": [0.0], "label": -(2**63) - 1}, False)  # orjson would read it as a float
 @example({"features": [0.0], "id": "\ud800", "label": 2**64}, False)
+@example({"features": [0.0], "id": "a", "label": 2**64}, False)
 def test_decoded_sample_agrees_with_python_json(body: dict, ascii_only: bool) -> None:
     # The fast parser (orjson) and Python's json, which takes what orjson refuses (lone surrogates,
-    # integers beyond 64 bits), must make the same Sample of the same bytes.
+    # integers beyond 64 bits), must make the same Sample of the same bytes; a string holding half
+    # a surrogate pair is no text and is refused, whichever parser read it.
     raw = json.dumps(body, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if any(isinstance(body.get(k), str) and not _is_text(body[k]) for k in ("id", "label", "task")):
+        with pytest.raises(SchemaError) as info:
+            decode_sample(raw, default_id="d", n_features=None, max_bytes=10**6)
+        assert info.value.reason in ("invalid_field", "invalid_label") and "surrogate" in info.value.detail
+        return
     sample = decode_sample(raw, default_id="d", n_features=None, max_bytes=10**6)
     parsed = json.loads(raw)
     assert (sample.id, sample.label, sample.task) == (parsed.get("id", "d"), parsed.get("label"), parsed.get("task"))

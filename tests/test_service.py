@@ -10,6 +10,7 @@ import pytest
 
 from streamlearn import checkpoint
 from streamlearn.config import Settings
+from streamlearn.errors import ConfigError
 from streamlearn.kafka.connection import offset_key
 from streamlearn.kafka.protocols import Record
 from streamlearn.kafka.sink import DeliveryError
@@ -118,6 +119,17 @@ def test_count_bounds_the_run_and_the_final_checkpoint_is_committed(settings):
     assert sum(1 for t, _, _ in sink.sent if t == "mem.dlq") == 130 - len(valid)
     assert learner.samples_seen == len(valid)
     assert len(source.committed) == 2  # one checkpoint on cadence (100 records), one at the end
+
+
+def test_an_unwritable_checkpoint_dir_is_refused_before_anything_is_consumed(settings, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    bad = settings.model_copy(update={"checkpoint": settings.checkpoint.model_copy(
+        update={"dir": tmp_path / "a-file" / "ckpt"})})
+    sink = MemorySink()
+    MemorySource.instances.clear()
+    with pytest.raises(ConfigError, match="checkpoint.dir"):
+        service(bad, lines(50), sink).run(count=50, timeout=30)
+    assert MemorySource.instances == [] and sink.sent == []
 
 
 def test_restart_resumes_from_the_checkpoint_offsets_with_the_saved_model(settings):
