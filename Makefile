@@ -1,7 +1,8 @@
 # streamlearn developer commands (GNU make).
 #
-# The virtualenv lives OUTSIDE the clone (torch is huge: install once per
-# machine, reuse from every clone); `make setup` links it as ./.venv.
+# The dependencies (torch is huge) live in a venv OUTSIDE the clone, installed once per
+# machine and shared by every clone; each clone gets its own small ./.venv that sees them
+# and holds this clone's streamlearn (editable), so two clones never run each other's code.
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,7 +15,7 @@ BUILD  ?= build
 PIP_ARGS ?=
 
 BIN   := .venv/bin
-STAMP := $(VENV)/.streamlearn-setup
+STAMP := $(VENV)/.streamlearn-deps
 
 # `make demo` settings (see deploy/demo/demo): KAFKA_PORT (default 9092, or the next free one),
 # DEMO_API_PORT (default 8080, or a free one), DEMO_RATE samples/s, DEMO_COUNT samples.
@@ -27,24 +28,33 @@ SAMPLES ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-setup:  ## create/update the venv (idempotent; ~1 s when nothing changed) and link it as .venv
+setup:  ## shared venv with the dependencies (once per machine) + this clone's .venv (idempotent; ~1 s)
 	@if [ ! -x "$(VENV)/bin/python" ]; then \
 	  echo "setup: creating $(VENV) with $(PYTHON)"; \
 	  mkdir -p "$$(dirname "$(VENV)")"; \
 	  $(PYTHON) -m venv "$(VENV)"; \
 	fi
-	@if [ -e .venv ] && [ ! -L .venv ]; then \
-	  echo "setup: .venv exists and is not a symlink; remove it or set VENV=$$PWD/.venv" >&2; exit 2; \
-	fi
-	@ln -sfn "$(VENV)" .venv
-	@# Reinstall only when pyproject.toml or the clone that owns the editable install changed.
-	@want="$$( { sha256sum pyproject.toml; echo "$(CURDIR)"; } | sha256sum | cut -d' ' -f1)"; \
+	@# Dependencies only (never streamlearn itself: it belongs to each clone). Reinstalled when pyproject.toml changes.
+	@want="$$(sha256sum pyproject.toml | cut -d' ' -f1)"; \
 	if [ "$$(cat "$(STAMP)" 2>/dev/null)" != "$$want" ]; then \
-	  echo "setup: installing streamlearn (editable) into $(VENV)"; \
-	  "$(VENV)/bin/python" -c 'import setuptools' 2>/dev/null \
-	    || "$(VENV)/bin/python" -m pip install -q $(PIP_ARGS) 'setuptools>=64'; \
-	  "$(VENV)/bin/python" -m pip install -q $(PIP_ARGS) --no-build-isolation -e '.[test,bench]'; \
+	  echo "setup: installing the dependencies into $(VENV)"; \
+	  deps="$$("$(VENV)/bin/python" -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	    print(" ".join(p["dependencies"] + p["optional-dependencies"]["test"] + p["optional-dependencies"]["bench"]))')"; \
+	  "$(VENV)/bin/python" -m pip install -q $(PIP_ARGS) 'setuptools>=64' $$deps; \
+	  "$(VENV)/bin/python" -m pip uninstall -q -y streamlearn 2>/dev/null || true; \
 	  echo "$$want" > "$(STAMP)"; \
+	fi
+	@if [ -L .venv ]; then rm .venv; fi  # setups before 0.2 linked the shared venv here
+	@if [ ! -x .venv/bin/python ]; then "$(VENV)/bin/python" -m venv --without-pip .venv; fi
+	@# This clone's venv sees the shared dependencies through a .pth file.
+	@shared="$$("$(VENV)/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+	own="$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+	[ "$$(cat "$$own/streamlearn_shared_venv.pth" 2>/dev/null)" = "$$shared" ] || echo "$$shared" > "$$own/streamlearn_shared_venv.pth"
+	@want="$$( { cat pyproject.toml "$(STAMP)"; echo "$(CURDIR)"; } | sha256sum | cut -d' ' -f1)"; \
+	if [ "$$(cat .venv/.streamlearn-setup 2>/dev/null)" != "$$want" ]; then \
+	  echo "setup: installing this clone's streamlearn (editable) into .venv"; \
+	  "$(VENV)/bin/python" -m pip --python .venv/bin/python install -q --no-deps --no-build-isolation -e .; \
+	  echo "$$want" > .venv/.streamlearn-setup; \
 	fi
 
 test: setup  ## run all tests, doctests included
