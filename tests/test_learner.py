@@ -240,7 +240,8 @@ def test_accuracy_does_not_depend_on_the_units_of_the_features():
     units = 10.0 ** np.random.default_rng(3).uniform(-6, 6, x.shape[1])
 
     def accuracy(features):
-        return np.mean([c for r in run(Learner(seed=0, **SMALL), features.astype(np.float32), labels) for c in r.correct])
+        out = run(Learner(seed=0, **SMALL), features.astype(np.float32), labels)
+        return np.mean([c for r in out for c in r.correct])
 
     plain = accuracy(x)
     for scaled in (x * 1e-6, x * 1e6, x * units):

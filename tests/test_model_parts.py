@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlearn.model import (
-    ClassMemory, ClassPrior, ClassRegistry, Encoder, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer, PrototypeHead,
-    Teacher,
+    ClassMemory, ClassPrior, ClassRegistry, Encoder, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer,
+    PrototypeHead, Teacher,
 )
 
 

@@ -73,7 +73,8 @@ class NeighbourVote:
             raise ValueError("every view needs one row per slot")
         self._weights = None if class_weights is None else _frozen(np.asarray(class_weights, dtype=np.float64))
         if self._weights is not None and len(self._slots) and len(self._weights) <= self._slots.max():
-            raise ValueError(f"class_weights cover {len(self._weights)} slots, the samples reach slot {self._slots.max()}")
+            raise ValueError(f"class_weights cover {len(self._weights)} slots, "
+                             f"the samples reach slot {self._slots.max()}")
         self._sq = [(view * view).sum(1) for view in self._views]
         self._table: np.ndarray | None = None  # neighbour indices by class, built on first shortlist use
 
@@ -164,7 +165,8 @@ class NeighbourVote:
     def state(self) -> dict[str, np.ndarray]:
         """Arrays for checkpoints: ``view0``, ``view1``, …, ``slots`` and, when set, ``weights``."""
         weights = {} if self._weights is None else {"weights": self._weights.copy()}
-        return {**{f"view{i}": view.copy() for i, view in enumerate(self._views)}, "slots": self._slots.copy(), **weights}
+        views = {f"view{i}": view.copy() for i, view in enumerate(self._views)}
+        return {**views, "slots": self._slots.copy(), **weights}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Restore from :meth:`state` (a checkpoint of 0.1, with one view saved as ``z``, loads too)."""

@@ -142,7 +142,8 @@ class OnlineStandardizer:
         self.var = np.asarray(state["var"], dtype=np.float64).copy()
         self.count = int(np.asarray(state["count"]).reshape(-1)[0])
         seen = state.get("seen")
-        self.seen = np.full(self.n_features, self.count, np.int64) if seen is None else np.asarray(seen, np.int64).copy()
+        self.seen = (np.full(self.n_features, self.count, np.int64) if seen is None
+                     else np.asarray(seen, np.int64).copy())
         warm = state.get("warm")
         self._warm = None if warm is None else np.asarray(warm, dtype=np.float64).copy()
         self._refresh_scale()
