@@ -17,7 +17,7 @@ from pathlib import Path
 
 from streamlearn.config import Settings
 from streamlearn.jsonl import iter_lines
-from streamlearn.kafka import KafkaSink, ensure_topics
+from streamlearn.kafka import DeliveryError, KafkaSink, ensure_topics
 
 __all__ = ["produce_main", "demo_messages", "file_messages"]
 
@@ -69,7 +69,11 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
                     wait = started + sent / rate - time.monotonic()
                     if wait > 0:
                         time.sleep(wait)
-                sink.send(topic, key, value)
+                try:
+                    sink.send(topic, key, value)
+                except DeliveryError as exc:
+                    where = f"line {sent + 1} of {path}" if path is not None else f"demo sample {sent + 1}"
+                    raise DeliveryError(f"{where} (after {sent} sent): {exc}") from exc
                 sent += 1
                 advance()
                 if sent % _FLUSH_EVERY == 0:

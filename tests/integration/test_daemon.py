@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamlearn import checkpoint
 from tests.integration.support import free_port, wait_for
 from streamlearn.config import Settings
+from streamlearn.kafka import DeliveryError
+from streamlearn.kafka.sink import MAX_REQUEST_BYTES
 from streamlearn.metrics import Metrics
 from streamlearn.produce import produce_main
 from streamlearn.service import Service
@@ -247,3 +249,10 @@ def test_produce_demo_is_keyed_by_id_and_paced(settings: Settings, capsys: pytes
     bodies = [json.loads(m.value) for m in messages]
     assert all(m.key == b["id"].encode() for m, b in zip(messages, bodies))
     assert all(len(b["features"]) == 64 for b in bodies)
+
+
+def test_produce_names_the_line_it_cannot_send(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b'{"features": [1]}\n{"features": [2]}\n' + b"x" * (MAX_REQUEST_BYTES + 1) + b"\n")
+    with pytest.raises(DeliveryError, match=r"line 3 of .*big\.jsonl \(after 2 sent\)"):
+        produce_main(settings, path, False, None, None)
