@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -116,11 +117,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return int(run_daemon(settings))
 
 
+def _writable_folder(folder: Path) -> None:
+    """Create ``folder`` if needed and write a probe file there: an OSError now, not after a long run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".streamlearn-write-check-"):
+        pass
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     _require_file(args.input, "input file")
     _check_outputs(args.input, {"--predictions": args.predictions, "--report": args.report})
     if args.save_model is not None and args.save_model.resolve() == args.input.resolve():
         raise UsageError(f"--save-model {args.save_model} is also the input file; it would be overwritten")
+    for path in (args.predictions, args.report):
+        if path is not None:
+            _writable_folder(path.parent)
+    if args.save_model is not None:
+        _writable_folder(args.save_model)
     settings = _settings(args)
     if args.seed is not None:
         settings = settings.model_copy(update={"learner": settings.learner.model_copy(update={"seed": args.seed})})

@@ -186,6 +186,16 @@ def test_unwritable_output_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.C
     assert one_line(capsys.readouterr().err)
 
 
+def test_an_unwritable_output_fails_before_the_replay_runs(write_jsonl, tmp_path: Path, capsys) -> None:
+    data = write_jsonl(['{"features": [1, 2], "label": "a"}'] * 50)
+    (tmp_path / "a-file").write_text("")
+    predictions = tmp_path / "out" / "preds.jsonl"
+    report = tmp_path / "a-file" / "r.json"
+    code = main(["replay", str(data), "--predictions", str(predictions), "--report", str(report)])
+    assert code == 1 and one_line(capsys.readouterr().err)
+    assert not predictions.exists()  # nothing was replayed
+
+
 def test_real_process_never_prints_a_traceback(tmp_path: Path) -> None:
     """The installed entry point: exit 2 for usage, 1 for runtime failures, one stderr line each."""
     usage = subprocess.run([sys.executable, "-m", "streamlearn", "replay", str(tmp_path / "no.jsonl")],
