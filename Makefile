@@ -45,11 +45,15 @@ setup:  ## shared venv with the dependencies (once per machine) + this clone's .
 	  echo "$$want" > "$(STAMP)"; \
 	fi
 	@if [ -L .venv ]; then rm .venv; fi  # setups before 0.2 linked the shared venv here
+	@# A .venv made from another Python than the shared venv's cannot load its compiled packages: make it again.
+	@if [ -x .venv/bin/python ] && [ "$$(.venv/bin/python -c 'import sys; print(sys.version_info[:2])')" != \
+	  "$$("$(VENV)/bin/python" -c 'import sys; print(sys.version_info[:2])')" ]; then rm -rf .venv; fi
 	@if [ ! -x .venv/bin/python ]; then "$(VENV)/bin/python" -m venv --without-pip .venv; fi
 	@# This clone's venv sees the shared dependencies through a .pth file.
 	@shared="$$("$(VENV)/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
 	own="$$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
-	[ "$$(cat "$$own/streamlearn_shared_venv.pth" 2>/dev/null)" = "$$shared" ] || echo "$$shared" > "$$own/streamlearn_shared_venv.pth"
+	pth="$$own/streamlearn_shared_venv.pth"; \
+	[ "$$(cat "$$pth" 2>/dev/null)" = "$$shared" ] || echo "$$shared" > "$$pth"
 	@want="$$( { cat pyproject.toml "$(STAMP)"; echo "$(CURDIR)"; } | sha256sum | cut -d' ' -f1)"; \
 	if [ "$$(cat .venv/.streamlearn-setup 2>/dev/null)" != "$$want" ]; then \
 	  echo "setup: installing this clone's streamlearn (editable) into .venv"; \

@@ -218,8 +218,8 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
         tmp = directory / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        # Never a raw input: the standardiser's warm-up rows (first 32 samples) stay out too.
-        export = {k: v for k, v in arrays.items() if k.startswith(_EXPORT_PREFIXES) and k != "normalizer.warm"}
+        # Never a raw input: the standardiser's latest rows stay out too.
+        export = {k: v for k, v in arrays.items() if k.startswith(_EXPORT_PREFIXES) and k != "normalizer.recent_rows"}
         export_meta = dict(meta, library=[], good=None, teacher_version=None, portable=True)
         for filename, tensors, header in ((MODEL_FILE, arrays, meta), (EXPORT_FILE, export, export_meta)):
             save_file(tensors, str(tmp / filename), metadata={"streamlearn": json.dumps(header)})

@@ -140,8 +140,10 @@ class BatchHandler:
                                         versions[i], drift[i], ts).to_json()
                 key = sample.id.encode("utf-8")
             except (TypeError, ValueError) as exc:  # validation lets no such sample through; never stop the stream
-                self._dead_letter(record, PROCESSING_ERROR, f"its embedding record cannot be encoded: {exc}",
-                                  learner.model_version)
+                detail = f"its embedding record cannot be encoded: {exc}"
+                logger.error("cannot encode an embedding record; sending the sample to the dead-letter topic",
+                             extra={"where": _where(record), "detail": detail, "model_version": learner.model_version})
+                self._dead_letter(record, PROCESSING_ERROR, detail, learner.model_version)
                 continue
             send(topic, key, value)
             sent.append((record, sample))

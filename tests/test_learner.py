@@ -276,6 +276,25 @@ def test_one_absurd_sample_early_in_the_stream_does_not_disable_the_model():
     assert np.mean([c for r in out[-10:] for c in r.correct]) > 0.95
 
 
+def test_a_new_concept_makes_the_linear_head_and_the_fusion_built_on_it_earn_their_turn_again():
+    x, labels = blobs(400)
+    learner = Learner(seed=0, **SMALL)
+    run(learner, x, labels)
+    learner.choice.accuracy[:] = (0.5, 0.6, 0.6, 0.9)  # set by hand: the fusion leads before the change
+    window = learner.normalizer.transform(x[-40:])
+    learner._reestimate(window, np.array([learner.registry.slot_of(v) for v in labels[-40:]]))
+    assert learner.choice.accuracy[2] == learner.choice.accuracy[3] == 0.0
+    assert learner.snapshot().predictor == "vote"
+
+
+def test_a_checkpoint_from_before_the_fused_head_does_not_hand_it_the_lead():
+    from streamlearn.model import HeadChoice
+
+    choice = HeadChoice()
+    choice.load(np.array([0.45, 0.48, 0.46]))  # three heads, all below the initial 0.5
+    assert choice.accuracy[3] == 0.0 and choice.best([True, True, True, True]) == 1
+
+
 def test_an_evicted_class_leaves_nothing_behind_for_the_label_that_reuses_its_slot():
     learner = Learner(seed=0, max_classes=2, **SMALL)
     x, labels = blobs(1200, n_classes=2)

@@ -60,5 +60,6 @@ class HeadChoice:
         self.accuracy[HEADS.index(head)] = 0.0
 
     def load(self, accuracy: np.ndarray) -> None:
-        """Restore running accuracies (older checkpoints have fewer heads: 0.1 two, then three)."""
+        """Restore running accuracies; heads an older checkpoint lacks (0.1 had two, then three) start from zero."""
+        self.accuracy[:] = 0.0
         self.accuracy[: len(accuracy)] = accuracy

@@ -6,10 +6,11 @@ import numpy as np
 
 __all__ = ["OnlineStandardizer"]
 
-# For the first samples the statistics are recomputed from all of them, robustly: values beyond
-# _REACH robust scales (1.4826 x the median absolute deviation) of their feature's median are
-# clipped, once at least _MIN_ROBUST_ROWS rows are there. After that, values beyond the clip
-# range of the running statistics are clipped (see update).
+# A feature's first _WARM_UP samples (from the stream's start, or from when a constant feature
+# starts to vary) are summarised afresh at every batch, robustly: values beyond _REACH robust
+# scales (1.4826 x the median absolute deviation) of the median are clipped, once at least
+# _MIN_ROBUST_ROWS rows are there. After that, values beyond the clip range of the running
+# statistics are clipped (see update).
 _WARM_UP = 32
 _REACH = 10.0
 _MIN_ROBUST_ROWS = 16
@@ -31,9 +32,10 @@ class OnlineStandardizer:
     feature that comes alive late is on the common scale at once.
 
     One absurd (but finite) value must not become a feature's scale for millions of
-    samples. Over the first 32 samples the statistics are recomputed from all of them with
-    values beyond 10 robust scales (median absolute deviation) of the median clipped; after
-    that, values beyond the clip range of the running statistics count as if at its edge.
+    samples. Over a feature's first 32 samples (from the stream's start, or from when it
+    starts to vary) its statistics are rebuilt from all of them at every batch, with values
+    beyond 10 robust scales (median absolute deviation) of the median clipped; after that,
+    values beyond the clip range of the running statistics count as if at its edge.
 
     Parameters
     ----------
@@ -73,18 +75,24 @@ class OnlineStandardizer:
         self.mean = np.zeros(self.n_features, dtype=np.float64)
         self.var = np.zeros(self.n_features, dtype=np.float64)
         self.seen = np.zeros(self.n_features, dtype=np.int64)  # samples in each feature's statistics
-        self._warm: np.ndarray | None = None  # every row so far, during the warm-up
+        self._rows = np.zeros((0, self.n_features))  # the latest _WARM_UP rows: young statistics are rebuilt from them
+        self.legacy_floor = False  # statistics from a checkpoint written before per-feature scales (see load_state)
         self._refresh_scale()
 
     def _floor(self, mean: np.ndarray) -> np.ndarray:
         """Per-feature spread below which a feature counts as constant."""
-        return np.maximum(self.eps, _NO_SPREAD * np.abs(mean))
+        floor = np.maximum(self.eps, _NO_SPREAD * np.abs(mean))
+        if self.legacy_floor:  # the rule those statistics were made with: 0.001, or 1% of the median spread
+            typical = float(np.median(np.sqrt(self.var))) if self.count > 1 else 1.0
+            floor = np.maximum(floor, max(1e-3, 0.01 * typical))
+        return floor
 
     def _refresh_scale(self) -> None:
         std = np.sqrt(self.var)
-        self._scaled = std > self._floor(self.mean)
+        floor = self._floor(self.mean)
+        self._scaled = std > floor
         self._mean32 = self.mean.astype(np.float32)
-        self._inv_std32 = (1.0 / np.maximum(std, self._floor(self.mean))).astype(np.float32)
+        self._inv_std32 = (1.0 / np.maximum(std, floor)).astype(np.float32)
 
     def update(self, x: np.ndarray) -> None:
         """Fold a batch ``x`` of shape ``(n, n_features)`` into the statistics."""
@@ -92,33 +100,39 @@ class OnlineStandardizer:
         n = x.shape[0]
         if n == 0:
             return
-        if self.count == 0 or self._warm is not None:
-            rows = x if self._warm is None else np.concatenate([self._warm, x])
-            self.mean, self.var = _robust_moments(rows)
-            self.count = len(rows)
-            self.seen = np.full(self.n_features, self.count, dtype=np.int64)
-            self._warm = rows if len(rows) < _WARM_UP else None
-            self._refresh_scale()
-            return
-        robust = self._scaled & (self.seen >= _WARM_UP)
-        if robust.any():
-            reach = self.clip * np.sqrt(self.var)
-            x = np.where(robust, np.clip(x, self.mean - reach, self.mean + reach), x)
-        batch_mean = x.mean(axis=0)
-        batch_var = x.var(axis=0)
-        # A feature constant so far starts its statistics with the first batch in which it varies
-        # (robustly: an absurd value in that batch must not become its scale).
-        starting = ~self._scaled & (np.sqrt(batch_var) > self._floor(batch_mean))
+        rows = np.concatenate([self._rows, x])
+        # A feature constant for a while (past its warm-up, no scale) starts its statistics again
+        # with the first batch in which a value leaves that constant.
+        starting = (self.seen >= _WARM_UP) & ~self._scaled
         if starting.any():
-            batch_mean[starting], batch_var[starting] = _robust_moments(x[:, starting])
-            self.seen[starting] = 0
-        total = self.seen + n
-        weight = np.maximum(n / total, min(1.0, n * self.min_rate))
-        delta = batch_mean - self.mean
-        self.mean = self.mean + weight * delta
-        self.var = (1.0 - weight) * (self.var + weight * delta**2) + weight * batch_var
-        self.seen = total
+            starting &= (np.abs(x - self.mean) > self._floor(self.mean)).any(axis=0)
+        young = starting | (self.seen < _WARM_UP)
+        seen = np.where(starting, n, self.seen + n)
+        mean, var = self.mean.copy(), self.var.copy()
+        settled = ~young
+        if settled.any():
+            xs, m0, v0 = x[:, settled], self.mean[settled], self.var[settled]
+            robust = self._scaled[settled]
+            if robust.any():
+                # One absurd (but finite) value must not wreck the scale for millions of samples:
+                # values beyond the clip range of the current statistics count as if at its edge.
+                reach = self.clip * np.sqrt(v0)
+                xs = np.where(robust, np.clip(xs, m0 - reach, m0 + reach), xs)
+            weight = np.maximum(n / seen[settled], min(1.0, n * self.min_rate))
+            delta = xs.mean(axis=0) - m0
+            mean[settled] = m0 + weight * delta
+            var[settled] = (1.0 - weight) * (v0 + weight * delta**2) + weight * xs.var(axis=0)
+        if young.any():
+            # Young statistics (fewer than _WARM_UP samples before this batch) are rebuilt from every
+            # row since the feature's start, robustly, so that an early absurd value is clipped as
+            # soon as there are enough rows to tell, whatever the batch sizes.
+            cols = np.flatnonzero(young)
+            for length in np.unique(seen[cols]):
+                group = cols[seen[cols] == length]
+                mean[group], var[group] = _robust_moments(rows[-int(length):, group])
+        self.mean, self.var, self.seen = mean, var, seen
         self.count += n
+        self._rows = rows[-_WARM_UP:]
         self._refresh_scale()
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -129,23 +143,28 @@ class OnlineStandardizer:
         return z
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays that fully describe the statistics (for checkpoints); ``warm`` holds raw rows, during the warm-up."""
+        """Arrays that fully describe the statistics (for checkpoints); ``recent_rows`` are raw inputs."""
         state = {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64),
-                 "seen": self.seen.copy()}
-        if self._warm is not None:
-            state["warm"] = self._warm.copy()
+                 "seen": self.seen.copy(), "recent_rows": self._rows.copy()}
+        if self.legacy_floor:
+            state["legacy_floor"] = np.ones(1, dtype=np.int64)
         return state
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore statistics written by :meth:`state` (one without ``seen`` counts every sample for every feature)."""
+        """Restore statistics written by :meth:`state`.
+
+        Statistics saved before per-feature scales (no ``seen``) keep the floor they were made
+        with, so that the model they belong to predicts as it did.
+        """
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         self.var = np.asarray(state["var"], dtype=np.float64).copy()
         self.count = int(np.asarray(state["count"]).reshape(-1)[0])
         seen = state.get("seen")
         self.seen = (np.full(self.n_features, self.count, np.int64) if seen is None
                      else np.asarray(seen, np.int64).copy())
-        warm = state.get("warm")
-        self._warm = None if warm is None else np.asarray(warm, dtype=np.float64).copy()
+        rows = state.get("recent_rows")
+        self._rows = np.zeros((0, self.n_features)) if rows is None else np.asarray(rows, dtype=np.float64).copy()
+        self.legacy_floor = seen is None or "legacy_floor" in state
         self._refresh_scale()
 
 
