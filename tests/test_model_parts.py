@@ -288,12 +288,17 @@ def test_class_weights_tip_a_close_vote_and_equal_weights_change_nothing():
         NeighbourVote(k=1).fit(ref, slots, np.array([1.0]))
 
 
+def vote_data(seed: int, rows: int, dim: int, classes: int, queries: int):
+    """Random stored rows, their class slots and query rows for the vote's property tests."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(rows, dim)).astype(np.float32), rng.integers(0, classes, rows),
+            rng.normal(size=(queries, dim)).astype(np.float32))
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 7))
 def test_a_view_given_twice_votes_like_the_view_alone(seed, k):
-    rng = np.random.default_rng(seed)
-    ref, slots = rng.normal(size=(60, 4)).astype(np.float32), rng.integers(0, 5, 60)
-    queries = rng.normal(size=(20, 4)).astype(np.float32)
+    ref, slots, queries = vote_data(seed, rows=60, dim=4, classes=5, queries=20)
     one, two = NeighbourVote(k=k), NeighbourVote(k=k)
     one.fit(ref, slots)
     two.fit([ref, ref], slots)
@@ -319,11 +324,9 @@ def test_a_one_view_vote_saved_by_version_0_1_still_loads():
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 6))
 def test_vote_shares_are_distributions(seed, k):
-    rng = np.random.default_rng(seed)
-    ref, slots = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 4, 40)
-    queries = rng.normal(size=(15, 3)).astype(np.float32)
+    ref, slots, queries = vote_data(seed, rows=40, dim=3, classes=4, queries=15)
     vote = NeighbourVote(k=k)
-    vote.fit([ref, ref * 2], slots, rng.uniform(1, 50, int(slots.max()) + 1))
+    vote.fit([ref, ref * 2], slots, np.random.default_rng(seed).uniform(1, 50, int(slots.max()) + 1))
     shares = vote.shares([queries, queries * 2])
     np.testing.assert_allclose(shares.sum(1), 1.0)
     assert (shares >= 0).all()
