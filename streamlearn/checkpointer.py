@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +28,7 @@ from streamlearn.config import CheckpointSettings
 from streamlearn.errors import ConfigError
 from streamlearn.kafka.protocols import Source
 from streamlearn.metrics import Metrics
+from streamlearn.paths import ensure_writable_folder
 from streamlearn.snapshot_store import SnapshotStore
 
 __all__ = ["Checkpointer", "restore"]
@@ -48,9 +48,7 @@ def ensure_writable(directory: Path) -> None:
     streamlearn.errors.ConfigError: checkpoint.dir: /proc/no-such-dir is not writable (No such file or directory)
     """
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
-            pass
+        ensure_writable_folder(directory)
     except OSError as exc:
         raise ConfigError("checkpoint.dir", f"{directory} is not writable ({exc.strerror or exc})") from None
 

@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -22,6 +21,7 @@ from streamlearn.config import LOG_LEVELS, Settings, load_settings
 from streamlearn.argtypes import int_at_least, positive_float
 from streamlearn.errors import ConfigError, StreamlearnError, UsageError
 from streamlearn.logging_setup import configure_logging
+from streamlearn.paths import ensure_writable_folder
 
 __all__ = ["main", "build_parser"]
 
@@ -96,18 +96,22 @@ def _require_file(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path} is not readable")
 
 
-def _check_outputs(source: Path, outputs: dict[str, Path | None]) -> None:
-    """Refuse an output that is a directory, the input itself, or another output (it would be overwritten)."""
-    seen = {source.resolve(): "the input file"}
-    for flag, path in outputs.items():
-        if path is None:
-            continue
-        if path.is_dir():
+def _check_outputs(inputs: dict[str, Path], files: dict[str, Path | None],
+                   folders: dict[str, Path | None] | None = None) -> None:
+    """Refuse an output that is an input or another output (it would be overwritten), or a file output that
+    is a directory; then make sure every output's folder can be written, before any work is done."""
+    seen = {path.resolve(): what for what, path in inputs.items()}
+    outputs = {flag: (path, False) for flag, path in files.items() if path is not None}
+    outputs.update({flag: (path, True) for flag, path in (folders or {}).items() if path is not None})
+    for flag, (path, is_folder) in outputs.items():
+        if not is_folder and path.is_dir():
             raise UsageError(f"{flag} {path} is a directory; give a file path")
         resolved = path.resolve()
         if resolved in seen:
             raise UsageError(f"{flag} {path} is also {seen[resolved]}; it would be overwritten")
         seen[resolved] = flag
+    for path, is_folder in outputs.values():
+        ensure_writable_folder(path if is_folder else path.parent)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -117,23 +121,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return int(run_daemon(settings))
 
 
-def _writable_folder(folder: Path) -> None:
-    """Create ``folder`` if needed and write a probe file there: an OSError now, not after a long run."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".streamlearn-write-check-"):
-        pass
-
-
 def _cmd_replay(args: argparse.Namespace) -> int:
     _require_file(args.input, "input file")
-    _check_outputs(args.input, {"--predictions": args.predictions, "--report": args.report})
-    if args.save_model is not None and args.save_model.resolve() == args.input.resolve():
-        raise UsageError(f"--save-model {args.save_model} is also the input file; it would be overwritten")
-    for path in (args.predictions, args.report):
-        if path is not None:
-            _writable_folder(path.parent)
-    if args.save_model is not None:
-        _writable_folder(args.save_model)
+    _check_outputs({"the input file": args.input}, {"--predictions": args.predictions, "--report": args.report},
+                   {"--save-model": args.save_model})
     settings = _settings(args)
     if args.seed is not None:
         settings = settings.model_copy(update={"learner": settings.learner.model_copy(update={"seed": args.seed})})
@@ -156,9 +147,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     _require_file(args.input, "input file")
-    _check_outputs(args.input, {"--output": args.output})
-    if args.output is not None and args.model.exists() and args.output.resolve() == args.model.resolve():
-        raise UsageError(f"--output {args.output} is also the model; it would be overwritten")
+    _check_outputs({"the input file": args.input, "the model": args.model}, {"--output": args.output})
     if not args.model.exists():
         raise UsageError(f"model {args.model} does not exist")
     from streamlearn.checkpoint import latest_path

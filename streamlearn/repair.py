@@ -149,8 +149,7 @@ class RepairMixin:
         self.head = self._empty_head()
         self.memory = ClassMemory(self._n_features, self.memory_per_class)
         self.linear = self._linear_head()
-        self.choice.demote("linear")  # the fresh linear head must earn its turn, and so must
-        self.choice.demote("fused")  # the fusion built on it
+        self.choice.demote("linear")  # the fresh linear head (and the fusion built on it) must earn its turn
         self._concept_id, self._next_concept_id = self._next_concept_id, self._next_concept_id + 1
         self._plastic_left = _PLASTIC_SAMPLES
         self.meta.set_plasticity(_PLASTICITY)
@@ -167,7 +166,6 @@ class RepairMixin:
             else:  # what it learned belongs to the concept being left: start again and earn the turn
                 self.linear = self._linear_head()
                 self.choice.demote("linear")
-                self.choice.demote("fused")
         self._concept_id = concept.concept_id
         self._plastic_left = 0
         self.library.touch(concept.concept_id)

@@ -9,6 +9,7 @@ import numpy as np
 __all__ = ["HEADS", "HeadChoice"]
 
 HEADS = ("prototypes", "vote", "linear", "fused")  # "fused": the vote and the linear head together
+_BUILT_ON = {"vote": ("fused",), "linear": ("fused",)}  # heads whose answers depend on another's
 
 
 class HeadChoice:
@@ -56,8 +57,9 @@ class HeadChoice:
                 self.accuracy[h] += self.rate * ((pick == known) - self.accuracy[h])
 
     def demote(self, head: str) -> None:
-        """A head was started again: it must earn its turn from zero."""
-        self.accuracy[HEADS.index(head)] = 0.0
+        """A head was started again: it, and every head built on it, must earn its turn from zero."""
+        for name in (head, *_BUILT_ON.get(head, ())):
+            self.accuracy[HEADS.index(name)] = 0.0
 
     def load(self, accuracy: np.ndarray) -> None:
         """Restore running accuracies; heads an older checkpoint lacks (0.1 had two, then three) start from zero."""

@@ -89,7 +89,7 @@ class OnlineStandardizer:
 
     def _refresh_scale(self) -> None:
         std = np.sqrt(self.var)
-        floor = self._floor(self.mean)
+        floor = self._constant_below = self._floor(self.mean)
         self._scaled = std > floor
         self._mean32 = self.mean.astype(np.float32)
         self._inv_std32 = (1.0 / np.maximum(std, floor)).astype(np.float32)
@@ -105,7 +105,7 @@ class OnlineStandardizer:
         # with the first batch in which a value leaves that constant.
         starting = (self.seen >= _WARM_UP) & ~self._scaled
         if starting.any():
-            starting &= (np.abs(x - self.mean) > self._floor(self.mean)).any(axis=0)
+            starting &= (np.abs(x - self.mean) > self._constant_below).any(axis=0)
         young = starting | (self.seen < _WARM_UP)
         seen = np.where(starting, n, self.seen + n)
         mean, var = self.mean.copy(), self.var.copy()
