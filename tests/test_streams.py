@@ -196,7 +196,14 @@ def test_cli_bad_usage_exits_2_with_one_line(tmp_path, caplog) -> None:
 
 
 def test_cli_unwritable_path_exits_1(tmp_path) -> None:
-    assert streams_main([str(tmp_path / "missing" / "x.jsonl"), "--n", "2"]) == 1
+    (tmp_path / "a-file").write_text("")
+    assert streams_main([str(tmp_path / "a-file" / "x.jsonl"), "--n", "2"]) == 1
+
+
+def test_cli_creates_a_missing_folder_as_the_readme_example_needs(tmp_path) -> None:
+    """The README's first offline command writes build/demo.jsonl, and a fresh clone has no build/."""
+    assert streams_main([str(tmp_path / "build" / "demo.jsonl"), "--n", "3"]) == 0
+    assert len((tmp_path / "build" / "demo.jsonl").read_text().splitlines()) == 3
 
 
 def test_write_jsonl_counts_and_round_trips(tmp_path) -> None:

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 def write_jsonl(samples: Iterable[SampleDict], path: str | os.PathLike) -> int:
-    """Write one compact JSON object per line to ``path`` (atomically) and return how many.
+    """Write one compact JSON object per line to ``path`` (atomically, creating its folder) and return how many.
 
     >>> import tempfile
     >>> p = Path(tempfile.mkdtemp()) / "s.jsonl"
@@ -26,6 +26,7 @@ def write_jsonl(samples: Iterable[SampleDict], path: str | os.PathLike) -> int:
     '{"id":"a","features":[1.0,2.5],"label":3,"task":null}\\n'
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # e.g. build/ on a fresh clone, as the README's example needs
     tmp = path.with_name(path.name + ".tmp")
     count = 0
     try:
