@@ -3,7 +3,12 @@
 Offsets are committed only when the service says so (after a checkpoint), and
 partitions are moved to the offsets recorded in the checkpoint the first time
 they are assigned, so a restart resumes exactly where the restored model
-stopped learning.
+stopped learning. A partition that comes back after a rebalance (another
+member joined or left, or the broker dropped this member) resumes where this
+consumer stopped reading it, or further on when the group's committed offset
+is ahead (another member handled it meanwhile): never from an older committed
+offset, which would learn and publish again what was handled since the last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class KafkaSource:
         self._lock = threading.Lock()
         self._positions: dict[TopicPartition, int] = {}
         self._pending_seeks: dict[TopicPartition, int] = {}
+        self._given_up: dict[TopicPartition, int] = {}  # position of each partition when it was revoked
+        self._reacquired: dict[TopicPartition, int] = {}  # revoked, assigned again: resume at least here
         for key, offset in (start_offsets or {}).items():
             topic, partition = parse_key(key)
             if topic == self.topic:
@@ -75,12 +82,17 @@ class KafkaSource:
                     # even when the committed offset differs (a crash between checkpoint and commit).
                     self._consumer.seek(tp, offset)
                     logger.info("seek to checkpoint %s[%d]@%d", tp.topic, tp.partition, offset)
+                elif tp in self._given_up:
+                    # Settled by poll() on the caller's thread: it needs the committed offset (a broker call).
+                    self._reacquired[tp] = self._given_up.pop(tp)
         logger.info("partitions assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
     def _revoked(self, partitions: list[TopicPartition]) -> None:
         with self._lock:
             for tp in partitions:
-                self._positions.pop(tp, None)
+                position = self._positions.pop(tp, None)
+                if position is not None:
+                    self._given_up[tp] = position
         if partitions:
             logger.info("partitions revoked %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
@@ -98,6 +110,8 @@ class KafkaSource:
         while True:
             wait_ms = 0 if out else max(0, int((deadline - time.monotonic()) * 1000))
             batch = self._consumer.poll(timeout_ms=wait_ms, max_records=limit - len(out))
+            if self._reacquired:
+                batch = self._resume_reacquired(batch)
             if batch:
                 with self._lock:
                     for tp, records in batch.items():
@@ -106,6 +120,37 @@ class KafkaSource:
                             self._positions[tp] = records[-1].offset + 1
             if len(out) >= limit or not batch or wait_ms == 0:
                 return out
+
+    def _resume_reacquired(self, batch: dict) -> dict:
+        """Move partitions assigned back to this consumer past what it (or the group) has handled already.
+
+        Without a seek, the consumer resumes a partition it gets back at the group's committed
+        offset, which lags behind what the learner has learned by up to one checkpoint interval
+        (more when a commit failed because the broker dropped this member). Records of such a
+        partition that ``batch`` already holds from before that point are dropped: this
+        consumer, or the member that committed, handled them.
+        """
+        with self._lock:
+            reacquired, self._reacquired = self._reacquired, {}
+        owned = self._consumer.assignment()
+        batch = dict(batch)
+        for tp, ours in reacquired.items():
+            if tp not in owned:
+                continue
+            try:
+                committed = self._consumer.committed(tp)
+            except KafkaError as exc:
+                logger.warning("cannot read the committed offset of %s[%d]: %s", tp.topic, tp.partition, exc)
+                committed = None
+            target = max(ours, committed or 0)
+            kept = [r for r in batch.get(tp, ()) if r.offset >= target]
+            if tp in batch:
+                batch[tp] = kept
+            if not kept:
+                self._consumer.seek(tp, target)
+            logger.info("partition %s[%d] back: resume at %d (read up to %d here, group committed %s)",
+                        tp.topic, tp.partition, target, ours, committed)
+        return {tp: records for tp, records in batch.items() if records}
 
     def positions(self) -> dict[str, int]:
         """Next offset to consume per ``"topic:partition"`` for every record returned so far."""

@@ -1,0 +1,101 @@
+"""The consumer source on a real broker: a partition that comes back after a rebalance is not read again."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+from streamlearn.config import KafkaSettings
+from streamlearn.kafka import KafkaSource
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 60.0
+FIRST, N = 10, 40  # records per partition before the rebalance, and in all
+
+
+@pytest.fixture
+def kafka(kafka_bootstrap: str) -> Iterator[KafkaSettings]:
+    """Settings for a fresh two-partition topic, deleted afterwards."""
+    name = f"test.source.{uuid.uuid4().hex[:12]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)], timeout_ms=10_000)
+        yield KafkaSettings(bootstrap_servers=kafka_bootstrap, samples_topic=name, group_id=name,
+                            poll_max_records=10, poll_timeout_ms=200)
+        admin.delete_topics([name], timeout_ms=10_000)
+    finally:
+        admin.close()
+
+
+class _Joined(ConsumerRebalanceListener):
+    """Notes that its consumer completed a join (the group rebalanced: eagerly, every member was revoked)."""
+
+    done = False
+
+    def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.done = True
+
+
+def produce(settings: KafkaSettings, offsets: range) -> None:
+    """Records at ``offsets`` in both partitions (the topic holds those before them)."""
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", max_block_ms=10_000)
+    for i in offsets:
+        for partition in (0, 1):
+            producer.send(settings.samples_topic, value=str(i).encode(), partition=partition)
+    producer.flush(timeout=WAIT_S)
+    producer.close()
+
+
+def test_a_rebalance_does_not_send_the_consumer_back_to_the_committed_offset(kafka: KafkaSettings) -> None:
+    # The source reads what is there; a second member joins (each member gets one partition: the
+    # group is rebalanced, so the source gives up both for a moment) and leaves without committing,
+    # as nothing is committed between two checkpoints; then more records arrive. Without care, the
+    # partitions handed back would be read again from their start: every sample learned twice.
+    produce(kafka, range(FIRST))
+    source = KafkaSource(kafka)
+    read: list[tuple[int, int]] = []
+
+    def poll(limit: int | None = None) -> None:
+        read.extend((r.partition, r.offset) for r in source.poll(limit))
+
+    def count(partition: int) -> int:
+        return sum(1 for p, _ in read if p == partition)
+
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while min(count(0), count(1)) < FIRST and time.monotonic() < deadline:
+            poll()
+        assert sorted(read) == [(p, o) for p in (0, 1) for o in range(FIRST)]
+
+        joined = _Joined()
+        other = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.group_id,
+                              enable_auto_commit=False, session_timeout_ms=10_000)
+        other.subscribe([kafka.samples_topic], listener=joined)
+        deadline = time.monotonic() + WAIT_S
+        while not joined.done and time.monotonic() < deadline:  # both members poll until the group has both
+            other.poll(timeout_ms=100, max_records=1)
+            poll(1)
+        assert joined.done, "the second member never joined the group"
+        other_assignment = set(other.assignment())
+        other.close(autocommit=False)  # it leaves without committing: the partition comes back to the source
+
+        produce(kafka, range(FIRST, N))
+        deadline = time.monotonic() + WAIT_S
+        while len(set(read)) < 2 * N and time.monotonic() < deadline:
+            poll()
+    finally:
+        source.close()
+    assert len(other_assignment) == 1, "the second member should have taken one partition"
+    for partition in (0, 1):
+        offsets = [o for p, o in read if p == partition]
+        assert offsets == list(range(N)), f"partition {partition}: offsets read more than once or skipped"
