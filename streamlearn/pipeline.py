@@ -31,8 +31,17 @@ __all__ = ["BatchHandler", "BatchOutcome", "PROCESSING_ERROR"]
 logger = logging.getLogger(__name__)
 
 
+_HEADROOM = 16_384  # Kafka's record and batch headers, under the producer's size limit
 # Base64 grows 4/3; leave room for the other dead-letter fields under the producer's size limit.
-_MAX_RAW_BYTES = (MAX_REQUEST_BYTES - 16_384) * 3 // 4
+_MAX_RAW_BYTES = (MAX_REQUEST_BYTES - _HEADROOM) * 3 // 4
+#: Largest embedding record (key and value) published; a sample whose record would be larger is dead-lettered.
+MAX_OUTPUT_BYTES = MAX_REQUEST_BYTES - _HEADROOM
+# JSON text of one embedding number is at most this long ("-1.2345678e-05" and a comma).
+_FLOAT_CHARS = 16
+# JSON escapes grow a character to at most 6 bytes, and an output holds the id and the label
+# twice (id as key and in the value; label as label and possibly as another sample's prediction):
+# a record no larger than this cannot make an oversized output, so it needs no closer look.
+_SMALL_FACTOR = 12
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class BatchHandler:
         self.max_bytes = settings.kafka.max_message_bytes
         self.n_features = settings.learner.n_features
         self.chunk = settings.learner.batch_size
+        self._embedding_bytes = settings.learner.embedding_dim * _FLOAT_CHARS
+        self._small_record = max(0, MAX_OUTPUT_BYTES - self._embedding_bytes) // _SMALL_FACTOR
         self.sink = sink
         self.metrics = metrics
         self.clock = clock
@@ -98,10 +109,22 @@ class BatchHandler:
                 self._dead_letter(record, exc.reason, exc.detail, learner.model_version)
                 rejected += 1
                 continue
+            if len(raw) > self._small_record and (size := self._output_estimate(sample)) > MAX_OUTPUT_BYTES:
+                detail = (f"its embedding record would be about {size} bytes (the id twice, as key and in the value, "
+                          f"and the label twice, as label and possibly as a prediction), over the {MAX_OUTPUT_BYTES}-byte "
+                          f"limit of an output message: shorten the id or the label")
+                self._dead_letter(record, "too_large", detail, learner.model_version)
+                rejected += 1
+                continue
             if expected is None:
                 expected = int(sample.features.shape[0])
             valid.append((record, sample))
         return valid, rejected
+
+    def _output_estimate(self, sample: Sample) -> int:
+        """Bytes of the key and value published for ``sample`` if its own label were also the prediction."""
+        value = EmbeddingRecord(sample.id, (), sample.label, sample.label, 0, False, sample.ts).to_json()
+        return 2 * len(sample.id.encode("utf-8")) + len(value) + self._embedding_bytes
 
     def _learn_and_publish(self, learner: Any, chunk: list[tuple[Record, Sample]]) -> list[tuple[Record, Sample]]:
         """Test-then-train on ``chunk`` and queue one EmbeddingRecord per sample; returns those queued.
@@ -144,6 +167,11 @@ class BatchHandler:
                 logger.error("cannot encode an embedding record; sending the sample to the dead-letter topic",
                              extra={"where": _where(record), "detail": detail, "model_version": learner.model_version})
                 self._dead_letter(record, PROCESSING_ERROR, detail, learner.model_version)
+                continue
+            if len(key) + len(value) > MAX_OUTPUT_BYTES:  # a long prediction (another sample's label) on a long id
+                detail = (f"learned from, but its embedding record is {len(key) + len(value)} bytes, over the "
+                          f"{MAX_OUTPUT_BYTES}-byte limit of an output message (long id, label or prediction)")
+                self._dead_letter(record, "too_large", detail, learner.model_version)
                 continue
             send(topic, key, value)
             sent.append((record, sample))

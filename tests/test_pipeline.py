@@ -175,3 +175,35 @@ def test_event_time_drives_latency_and_the_output_ts(settings):
     assert sink.on("emb")[0][1]["ts"] == now - 2.5
     assert metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_sum") == pytest.approx(2.5)
     assert np.isclose(metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_count"), 1)
+
+
+def _sample(**fields) -> bytes:
+    return json.dumps({"features": [0.5] * N_FEATURES, **fields}).encode()
+
+
+def test_a_sample_whose_output_would_be_too_large_is_dead_lettered_before_it_is_learned(settings):
+    # Under the input limit, but the id goes out twice (key and value): over the producer's limit.
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": 2_000_000})})
+    sink, learner = FakeSink(), small_learner()
+    outcome = BatchHandler(settings, sink, Metrics()).handle(
+        learner, records([_sample(id="i" * 600_000, label="a"), _sample(id="ok", label="a"),
+                          _sample(id="big-label", label="L" * 600_000)]))
+    assert [body["id"] for _, body in sink.on("emb")] == ["ok"]
+    assert [(b["offset"], b["reason"]) for _, b in sink.on("dlq")] == [(0, "too_large"), (2, "too_large")]
+    assert "shorten the id or the label" in sink.on("dlq")[0][1]["detail"]
+    assert learner.labeled_seen == 1 and (outcome.embedded, outcome.rejected) == (1, 2)
+    assert all(len(k or b"") + len(v) <= MAX_REQUEST_BYTES for _, k, v in sink.sent)
+
+
+def test_an_output_made_too_large_by_its_prediction_is_dead_lettered(settings):
+    # Each sample alone fits; the second one's prediction is the first one's long label.
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": 2_000_000})})
+    sink = FakeSink()
+    handler = BatchHandler(settings, sink, Metrics())
+    learner = small_learner()
+    handler.handle(learner, records([_sample(id="first", label="A" * 480_000)]))
+    handler.handle(learner, records([_sample(id="i" * 280_000, label="b")], start=1))
+    assert [body["id"] for _, body in sink.on("emb")] == ["first"]
+    [(_, letter)] = sink.on("dlq")
+    assert letter["reason"] == "too_large" and letter["detail"].startswith("learned from")
+    assert all(len(k or b"") + len(v) <= MAX_REQUEST_BYTES for _, k, v in sink.sent)

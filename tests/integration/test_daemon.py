@@ -45,6 +45,8 @@ BAD = [
     (b'["an", "array"]', "not_object"),
     (b"", "not_json"),
     (b'{"id": "half", "features": [1, 2, 3, 4, 5, 6, 7, 8], "label": "\\ud800"}', "invalid_label"),  # not text
+    # Under the input limit, but its output (the id as key and in the value) would be over the output's.
+    (b'{"id": "' + b"i" * 600_000 + b'", "features": [1, 2, 3, 4, 5, 6, 7, 8], "label": "a"}', "too_large"),
 ]
 
 
@@ -114,7 +116,7 @@ def test_daemon_end_to_end(settings: Settings, tmp_path: Path, capsys: pytest.Ca
     lines = [json.dumps(r).encode() for r in rows]
     bad_at: dict[int, tuple[bytes, str]] = {}
     for k, (raw, reason) in enumerate(BAD):
-        index = 11 + 31 * k
+        index = 11 + 27 * k  # every one inside the stream (N_VALID rows)
         lines.insert(index, raw)
         bad_at[index] = (raw, reason)
     path = tmp_path / "input.jsonl"
