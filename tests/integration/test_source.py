@@ -99,3 +99,24 @@ def test_a_rebalance_does_not_send_the_consumer_back_to_the_committed_offset(kaf
     for partition in (0, 1):
         offsets = [o for p, o in read if p == partition]
         assert offsets == list(range(N)), f"partition {partition}: offsets read more than once or skipped"
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_are_read(kafka: KafkaSettings, codec: str) -> None:
+    # A producer may compress its batches with any codec Kafka knows: the daemon must read them all
+    # (a batch it cannot decompress would stop the partition for good).
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", compression_type=codec,
+                             max_block_ms=10_000)
+    for i in range(20):
+        producer.send(kafka.samples_topic, value=f'{{"features": [{i}]}}'.encode(), partition=0)
+    producer.flush(timeout=WAIT_S)
+    producer.close()
+    source = KafkaSource(kafka)
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(values) < 20 and time.monotonic() < deadline:
+            values += [r.value for r in source.poll()]
+    finally:
+        source.close()
+    assert values == [f'{{"features": [{i}]}}'.encode() for i in range(20)]
