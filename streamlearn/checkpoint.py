@@ -237,15 +237,29 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
         _fsync_dir(directory)
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint in {directory}: {exc}") from exc
-    _prune(directory, keep)
+    _prune(directory, keep, final)
     logger.info("checkpoint saved", extra={"path": str(final), "model_version": prepared.model_version,
                                            "seconds": round(time.perf_counter() - started, 3)})
     return final / MODEL_FILE
 
 
-def _prune(directory: Path, keep: int) -> None:
-    checkpoints = sorted(p for p in directory.glob("ckpt-*") if p.is_dir())
-    for old in checkpoints[:-keep] if keep > 0 else []:
+def _written_at(folder: Path) -> tuple[int, str]:
+    """When a ``ckpt-*`` folder was written (the clock in its name, else its mtime), for ordering."""
+    stamp = folder.name.rsplit("-", 1)[-1]
+    try:
+        return (int(stamp) if stamp.isdigit() else folder.stat().st_mtime_ns), folder.name
+    except OSError:
+        return 0, folder.name
+
+
+def _prune(directory: Path, keep: int, newest: Path) -> None:
+    """Delete all but the ``keep`` most recently written checkpoints; never ``newest``, the one just written.
+
+    By time written, not by model version: a second run saving into the same folder starts again
+    at a low version, and its model must not be the one deleted.
+    """
+    checkpoints = sorted((p for p in directory.glob("ckpt-*") if p.is_dir() and p != newest), key=_written_at)
+    for old in checkpoints[: max(0, len(checkpoints) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -265,7 +279,7 @@ def latest_path(directory: Path) -> Path | None:
         candidate = directory / pointer.read_text().strip() / MODEL_FILE
         if candidate.is_file():
             return candidate
-    complete = sorted(p / MODEL_FILE for p in directory.glob("ckpt-*") if (p / MODEL_FILE).is_file())
+    complete = [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at) if (p / MODEL_FILE).is_file()]
     if complete:
         logger.warning("LATEST is missing or dangling; using the newest complete checkpoint",
                        extra={"path": str(complete[-1])})

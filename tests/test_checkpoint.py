@@ -57,6 +57,21 @@ def test_latest_points_to_a_complete_checkpoint_and_old_ones_are_pruned(tmp_path
     assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
 
 
+def test_a_model_saved_after_newer_versions_is_the_one_kept(tmp_path, trained):
+    # Another run saving into the same folder starts again at a low model version: pruning goes by
+    # the time written, so the model just saved stays (it was deleted, and LATEST left dangling).
+    for i in range(3):
+        run(trained, *blobs(64, seed=i))
+        checkpoint.save(tmp_path, trained, keep=3)
+    fresh = Learner(seed=1)
+    run(fresh, *blobs(32, seed=9))
+    assert fresh.model_version < trained.model_version
+    path = checkpoint.save(tmp_path, fresh, keep=3)
+    assert path.is_file() and len(list(tmp_path.glob("ckpt-*"))) == 3
+    (tmp_path / "LATEST").unlink()  # and the fallback to the newest folder finds it too
+    assert checkpoint.load(tmp_path)[0].model_version == fresh.model_version
+
+
 def test_load_errors_are_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         checkpoint.load(tmp_path)
