@@ -20,7 +20,7 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 
 from streamlearn.config import Settings
-from streamlearn.errors import SchemaError
+from streamlearn.errors import SchemaError, UsageError
 from streamlearn.jsonl import iter_lines
 from streamlearn.schema import Sample, decode_sample, peek_id
 
@@ -186,15 +186,17 @@ def replay(
         extra={"samples": result.samples, "valid": result.valid, "accuracy": result.accuracy,
                "model_version": result.model_version, "wall_time_s": round(wall, 3)},
     )
-    if save_model is not None:
-        from streamlearn import checkpoint
-
-        saved = checkpoint.save(Path(save_model), learner, extra={"source": str(path), "replay_samples": result.valid})
-        logger.debug("model saved", extra={"path": str(saved), "model_version": result.model_version})
     if report is not None:
         report = Path(report)
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result.to_dict(), indent=2, default=_plain) + "\n", encoding="utf-8")
+    if save_model is not None:
+        from streamlearn import checkpoint
+
+        if learner.n_features is None:  # the predictions and the report (with the reasons) are written
+            raise UsageError(f"no valid sample in {path}: no model to save to --save-model {save_model}")
+        saved = checkpoint.save(Path(save_model), learner, extra={"source": str(path), "replay_samples": result.valid})
+        logger.debug("model saved", extra={"path": str(saved), "model_version": result.model_version})
     return result
 
 

@@ -109,6 +109,17 @@ def test_replay_of_only_invalid_lines_reports_them(write_jsonl, small_settings: 
     assert [r["id"] for r in read_jsonl(tmp_path / "p.jsonl")] == ["1", "2", "3"]
 
 
+def test_replay_of_only_invalid_lines_with_save_model_writes_the_report_and_exits_2(
+        write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(["nope", '{"features": []}'])
+    report, model = tmp_path / "r.json", tmp_path / "model"
+    assert main(["replay", str(data), "--report", str(report), "--save-model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "no valid sample" in err
+    assert json.loads(report.read_text())["valid"] == 0  # nothing lost: the reasons are in the report
+    assert not list(model.glob("ckpt-*"))
+
+
 def test_saved_model_embeds_like_the_learner(stream_lines: list[str], write_jsonl, small_settings: Settings,
                                              small_config: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
