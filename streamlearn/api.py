@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 #: Most rows one /v1/embed or /v1/predict request may carry.
 MAX_ROWS = 10_000
 
+# JSON text of one feature value is at most this long ("-1.2345678901234567e-05, "): with the row
+# limit, it bounds the body a request may need, so a larger one is refused before it is parsed.
+_VALUE_CHARS = 32
+_BODY_SLACK = 65_536
+
 #: Admin actions by name ("rollback", "reset"); each runs on the learner thread and returns a JSON-able dict.
 AdminHooks = Mapping[str, Callable[[], dict]]
 
@@ -110,6 +115,73 @@ def _features(request: FeaturesRequest, n_features: int, max_rows: int) -> np.nd
     return x
 
 
+class _BodyLimit:
+    """ASGI middleware: a request body larger than ``limit()`` bytes is answered 413 before it is read whole.
+
+    Parsing a body into rows costs far more memory and time than its bytes; without a limit one
+    request of many megabytes would hold up the process (and the learner beside it) before
+    the row count could be checked.
+    """
+
+    def __init__(self, app: Any, limit: Callable[[], tuple[int, str]]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit, why = self.limit()
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await _refuse(send, 400, "invalid Content-Length header")
+            elif int(length) > limit:
+                await _refuse(send, 413, f"request body is {int(length)} bytes, at most {limit} ({why})")
+            else:
+                await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0  # no length given (chunked): read up to the limit, then hand the body on
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            size += len(message.get("body", b""))
+            if size > limit:
+                await _refuse(send, 413, f"request body is over {limit} bytes ({why})")
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body, handed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal handed
+            if handed:
+                return await receive()
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(send: Callable, status: int, detail: str) -> None:
+    body = JSONResponse(status_code=status, content={"detail": detail}).body
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _body_limit(store: SnapshotStore, max_rows: int) -> tuple[int, str]:
+    """Largest request body a served model can need: ``max_rows`` rows of its n_features values."""
+    state = store.current()
+    n_features = None if state is None else state.n_features
+    if not n_features:
+        return _BODY_SLACK * 16, "no model dimension yet"
+    return (max_rows * n_features * _VALUE_CHARS + _BODY_SLACK,
+            f"{max_rows} rows of {n_features} features at most")
+
+
 def _model_info(state: ModelState) -> dict[str, Any]:
     last_drift = state.drift_events[-1].to_dict() if state.drift_events else None
     return {
@@ -135,6 +207,7 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
                   description="Online meta-learned feature extractor: model, embeddings, drift, metrics.")
     token = settings.api.admin_token
     consumer_ready = ready or (lambda: True)
+    app.add_middleware(_BodyLimit, limit=lambda: _body_limit(store, max_rows))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -246,3 +246,21 @@ def test_openapi_documents_every_endpoint(client):
     assert paths >= {"/healthz", "/readyz", "/v1/model", "/v1/model/weights", "/v1/embed", "/v1/predict",
                      "/v1/drift", "/v1/model/rollback", "/v1/model/reset", "/metrics"}
     assert json.dumps(client.get("/openapi.json").json())  # serialisable as served
+
+
+def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_parsed(client: TestClient) -> None:
+    # 100 rows of 8 features need far less than this one 300 kB row: 413 from its length alone.
+    body = b'{"features": [[' + b"1.0," * 75_000 + b'1.0]]}'
+    response = client.post("/v1/embed", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "request body is" in response.json()["detail"] and "100 rows of 8 features" in response.json()["detail"]
+
+
+def test_a_chunked_body_is_limited_too_and_a_small_one_is_served(client: TestClient) -> None:
+    # No Content-Length (chunked transfer): the body is read up to the limit, then refused.
+    big = iter([b'{"features": [['] + [b"1.0," * 1_000] * 75 + [b'1.0]]}'])
+    response = client.post("/v1/embed", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over" in response.json()["detail"]
+    small = iter([b'{"features": [[', b"1.0, " * 7, b"1.0]]}"])
+    response = client.post("/v1/embed", content=small, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and len(response.json()["embeddings"]) == 1
