@@ -110,8 +110,12 @@ def _check_outputs(inputs: dict[str, Path], files: dict[str, Path | None],
         if resolved in seen:
             raise UsageError(f"{flag} {path} is also {seen[resolved]}; it would be overwritten")
         seen[resolved] = flag
-    for path, is_folder in outputs.values():
-        ensure_writable_folder(path if is_folder else path.parent)
+    for flag, (path, is_folder) in outputs.items():
+        folder = path if is_folder else path.parent
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder")
+        ensure_writable_folder(folder)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

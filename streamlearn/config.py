@@ -56,6 +56,55 @@ Port = Annotated[int, Field(ge=1, le=65535), _NoBool]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
+# Kafka's rule for topic names: 1-249 of these characters, and not "." or "..".
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _check_topic(value: str) -> str:
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise ValueError("a Kafka topic name is 1-249 letters, digits, '.', '_' or '-' (not '.' or '..')")
+    return value
+
+
+def _check_host(value: str) -> str:
+    """An IP address or a DNS name (what a socket can be bound to or connected to)."""
+    import ipaddress
+
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        ipaddress.ip_address(bare)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ValueError(f"{value!r} is neither an IP address nor a host name")
+    return value
+
+
+def _check_bootstrap(value: str) -> str:
+    """A comma-separated list of host:port (the port may be left out: Kafka's 9092)."""
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not entry:
+            raise ValueError(f"{value!r} has an empty broker address (expected host:port[,host:port...])")
+        host, sep, port = entry.rpartition(":")
+        if not sep or "]" in port:  # no port (or an IPv6 address without one)
+            host, port = entry, "9092"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+        try:
+            _check_host(host)
+        except ValueError as exc:
+            raise ValueError(f"{entry!r}: {exc}") from None
+    return value
+
+
+TopicName = Annotated[str, BeforeValidator(_check_topic)]
+Host = Annotated[str, BeforeValidator(_check_host)]
+
+
 class _Section(BaseModel):
     """Base of every settings section: immutable, and unknown keys are errors (catches typos)."""
 
@@ -65,15 +114,15 @@ class _Section(BaseModel):
 class KafkaSettings(_Section):
     """Where the broker is and which topics the service reads and writes."""
 
-    bootstrap_servers: NonEmptyStr = "127.0.0.1:9092"
-    samples_topic: NonEmptyStr = "streamlearn.samples"
-    embeddings_topic: NonEmptyStr = "streamlearn.embeddings"
-    dead_letter_topic: NonEmptyStr = "streamlearn.dead-letter"
+    bootstrap_servers: Annotated[str, BeforeValidator(_check_bootstrap)] = "127.0.0.1:9092"
+    samples_topic: TopicName = "streamlearn.samples"
+    embeddings_topic: TopicName = "streamlearn.embeddings"
+    dead_letter_topic: TopicName = "streamlearn.dead-letter"
     group_id: NonEmptyStr = "streamlearn"
     partitions: PositiveInt = 1
     replication_factor: PositiveInt = 1
     poll_max_records: PositiveInt = 500
-    poll_timeout_ms: NonNegativeInt = 200
+    poll_timeout_ms: PositiveInt = 200  # 0 would make an idle daemon spin a whole core
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: NonEmptyStr | None = None
     sasl_username: NonEmptyStr | None = None
@@ -84,7 +133,7 @@ class KafkaSettings(_Section):
 class ApiSettings(_Section):
     """The HTTP API (and /metrics) endpoint; admin endpoints are off unless a token is set."""
 
-    host: NonEmptyStr = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: Port = 8080
     admin_token: SecretStr | None = None
     enabled: bool = True

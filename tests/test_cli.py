@@ -189,19 +189,19 @@ def test_unloadable_model_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.Ca
     assert one_line(capsys.readouterr().err)
 
 
+UNWRITABLE = Path("/proc/streamlearn-no-such-folder")  # a folder no one can create, not even root
+
+
 def test_unwritable_output_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_jsonl(['{"features": [1, 2]}'])
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    assert main(["replay", str(data), "--predictions", str(blocker / "preds.jsonl")]) == 1
+    assert main(["replay", str(data), "--predictions", str(UNWRITABLE / "preds.jsonl")]) == 1
     assert one_line(capsys.readouterr().err)
 
 
 def test_an_unwritable_output_fails_before_the_replay_runs(write_jsonl, tmp_path: Path, capsys) -> None:
     data = write_jsonl(['{"features": [1, 2], "label": "a"}'] * 50)
-    (tmp_path / "a-file").write_text("")
     predictions = tmp_path / "out" / "preds.jsonl"
-    report = tmp_path / "a-file" / "r.json"
+    report = UNWRITABLE / "r.json"
     code = main(["replay", str(data), "--predictions", str(predictions), "--report", str(report)])
     assert code == 1 and one_line(capsys.readouterr().err)
     assert not predictions.exists()  # nothing was replayed
@@ -229,6 +229,16 @@ def test_replay_refuses_outputs_that_would_overwrite_the_input_or_each_other(tmp
     assert main(["replay", str(data), *[names.get(a, a) for a in extra]]) == 2
     assert one_line(capsys.readouterr().err)
     assert data.read_text() == '{"features": [1], "label": "a"}\n'
+
+
+@pytest.mark.parametrize("flag", ["--report", "--predictions", "--save-model"])
+def test_an_output_below_a_file_is_a_usage_error(write_jsonl, tmp_path: Path, flag: str, capsys) -> None:
+    data = write_jsonl(['{"features": [1, 2], "label": "a"}'])
+    a_file = tmp_path / "plain-file"
+    a_file.write_text("x")
+    assert main(["replay", str(data), flag, str(a_file / "sub" / "out.json")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "is a file, not a folder" in err
 
 
 def test_embed_refuses_a_model_folder_without_a_model(tmp_path: Path, capsys) -> None:

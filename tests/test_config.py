@@ -111,6 +111,13 @@ def test_invalid_yaml_values_name_the_field(tmp_path: Path, yaml_text: str, fiel
         ("STREAMLEARN_API__PORT", "99999", "api.port"),
         ("STREAMLEARN_KAFKA__PARTITIONS", "0", "kafka.partitions"),
         ("STREAMLEARN_API__ADMIN_TOKEN", "", "api.admin_token"),
+        # Each of these used to pass validation and fail later with exit 1 and a library's message.
+        ("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", ",", "kafka.bootstrap_servers"),
+        ("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", "broker:99999", "kafka.bootstrap_servers"),
+        ("STREAMLEARN_KAFKA__SAMPLES_TOPIC", "bad topic!", "kafka.samples_topic"),
+        ("STREAMLEARN_KAFKA__DEAD_LETTER_TOPIC", "..", "kafka.dead_letter_topic"),
+        ("STREAMLEARN_API__HOST", "256.1.1.1", "api.host"),
+        ("STREAMLEARN_KAFKA__POLL_TIMEOUT_MS", "0", "kafka.poll_timeout_ms"),  # an idle loop would spin
     ],
 )
 def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
@@ -119,6 +126,13 @@ def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, n
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:9092", "a.example:9092,b.example:9093", "kafka", "[::1]:9092",
+                                     "broker-0.kafka.svc.cluster.local:9092"])
+def test_usual_broker_lists_are_accepted(monkeypatch: pytest.MonkeyPatch, servers: str) -> None:
+    monkeypatch.setenv("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", servers)
+    assert load_settings().kafka.bootstrap_servers == servers
 
 
 def test_a_whole_section_in_env_must_be_json(monkeypatch: pytest.MonkeyPatch) -> None:
