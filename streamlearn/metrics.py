@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from streamlearn.schema import PROCESSING_ERROR, REJECTION_REASONS
 
-__all__ = ["Metrics", "SAMPLE_OUTCOMES", "DEAD_LETTER_REASONS"]
+__all__ = ["Metrics", "SAMPLE_OUTCOMES", "DEAD_LETTER_REASONS", "DRIFT_DETECTORS"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ SAMPLE_OUTCOMES = ("embedded", "learned", "unlabeled", "rejected")
 
 #: Dead-letter reasons known up front (schema reasons plus the daemon's own), pre-created at 0.
 DEAD_LETTER_REASONS = (*REJECTION_REASONS, PROCESSING_ERROR)
+#: Every ``detector`` a drift event can name (streamlearn.drift and the learner's repair policy):
+#: error-rate detectors, the re-check after a repair, the embedding monitor, a numeric fault.
+DRIFT_DETECTORS = ("adwin", "hddm", "recheck", "embedding", "numeric_fault")
 
 # Latency from event time to publication spans sub-millisecond (a local broker) to minutes (a backlog).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -101,6 +104,8 @@ class Metrics:
             self.samples.labels(outcome=outcome)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason=reason)
+        for detector in DRIFT_DETECTORS:  # series from the start: rate() is 0 before the first drift, not empty
+            self.drift_events.labels(detector=detector)
         self._window: deque[bool] = deque(maxlen=accuracy_window)
         self._hits = 0
         self._model_info: dict[str, str] = {}

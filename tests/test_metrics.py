@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamlearn.metrics import DEAD_LETTER_REASONS, SAMPLE_OUTCOMES, Metrics
+from streamlearn.metrics import DEAD_LETTER_REASONS, DRIFT_DETECTORS, SAMPLE_OUTCOMES, Metrics
 from streamlearn.schema import REJECTION_REASONS
 
 # name (as exposed, without _total/_bucket suffixes) -> (type, label names)
@@ -76,6 +76,27 @@ def test_labels_are_precreated_so_dashboards_see_zeroes():
     for reason in REJECTION_REASONS:
         assert reason in DEAD_LETTER_REASONS
         assert r.get_sample_value("streamlearn_dead_letters_total", {"reason": reason}) == 0.0
+    for detector in DRIFT_DETECTORS:
+        assert r.get_sample_value("streamlearn_drift_events_total", {"detector": detector}) == 0.0
+
+
+def test_every_detector_the_learner_names_has_a_precreated_series():
+    # A stream with abrupt switches makes the learner record drift events: their names are known ones.
+    import numpy as np
+
+    from streamlearn.learner import Learner
+
+    rng = np.random.default_rng(0)
+    learner = Learner(seed=0, hidden_dim=32, embedding_dim=8)
+    centers = rng.normal(scale=3.0, size=(4, 6))
+    for block in range(6):
+        y = rng.integers(0, 4, size=400)
+        x = (centers[y] + rng.normal(size=(400, 6))).astype(np.float32)
+        labels = [int((v + block) % 4) for v in y]  # the labels of the clusters rotate every block
+        for i in range(0, 400, 32):
+            learner.process(x[i:i + 32], labels[i:i + 32])
+    named = {event.detector for event in learner.drift_events}
+    assert named and named <= set(DRIFT_DETECTORS)
 
 
 def test_registries_are_private_per_instance():
@@ -123,7 +144,7 @@ def test_observe_learner_counts_only_new_meta_steps_and_drift_events():
     m.observe_learner(learner, baseline=True)  # restored from a checkpoint: history is not re-counted
     r = m.registry
     assert r.get_sample_value("streamlearn_meta_updates_total") == 0.0
-    assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "adwin"}) is None
+    assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "adwin"}) == 0.0
     assert r.get_sample_value("streamlearn_model_version") == 3.0
     learner.meta_updates = 13
     learner.drift_events.append(FakeEvent("adwin", 9, 2.0))
