@@ -174,11 +174,16 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+_MIN_RATE = 0.001  # slower is a mistake (and a wait beyond what the clock can represent)
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     if (args.input is None) == (not args.demo):
         raise UsageError("produce: give either FILE.jsonl or --demo (exactly one)")
     if args.input is not None:
         _require_file(args.input, "input file")
+    if args.rate is not None and args.rate < _MIN_RATE:
+        raise UsageError(f"produce: --rate {args.rate:g} is below {_MIN_RATE:g} samples/s (one every ~17 minutes)")
     settings = _settings(args)
     from streamlearn.produce import produce_main
 

@@ -162,6 +162,7 @@ def test_saved_model_embeds_like_the_learner(stream_lines: list[str], write_json
         ["produce"],
         ["produce", "x.jsonl", "--demo"],
         ["produce", "--demo", "--rate", "0"],
+        ["produce", "--demo", "--rate", "1e-300"],  # a wait no clock can represent
         ["produce", "--demo", "--count", "0"],
     ],
 )
