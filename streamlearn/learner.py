@@ -241,7 +241,12 @@ class Learner(RepairMixin):
         x = self._check(features)
         if len(labels) != len(x):
             raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
-        self.normalizer.update(x)
+        # The standardiser learns from the batch after it was predicted (the first batch excepted: there
+        # are no statistics yet), so the batch is seen through the same mapping as the stored samples the
+        # vote compares it with, which were embedded at the end of the last batch.
+        warm_up = self.normalizer.count == 0
+        if warm_up:
+            self.normalizer.update(x)
         xn = self.normalizer.transform(x)
         z = encode(self.encoder, xn)
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
@@ -310,6 +315,8 @@ class Learner(RepairMixin):
                 z_sq = (z * z).sum(1)
                 alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :])
             drift.append(drifted)
+        if not warm_up:
+            self.normalizer.update(x)
         self.samples_seen += len(x)
         if learned and self.linear is not None:
             rows, slots = np.array(learned).T
