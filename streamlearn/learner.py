@@ -15,7 +15,7 @@ import torch
 from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
     HEADS, ClassMemory, ClassPrior, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
-    OnlineStandardizer, PrototypeHead, Teacher, fuse, linear_inputs, linear_width,
+    OnlineStandardizer, PrototypeHead, Teacher, as_label, fuse, linear_inputs, linear_width,
 )
 from streamlearn.concepts import Concept, ConceptLibrary
 from streamlearn.repair import RepairMixin
@@ -241,6 +241,7 @@ class Learner(RepairMixin):
         x = self._check(features)
         if len(labels) != len(x):
             raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
+        labels = [as_label(label) for label in labels]
         # The standardiser learns from the batch after it was predicted (the first batch excepted: there
         # are no statistics yet), so the batch is seen through the same mapping as the stored samples the
         # vote compares it with, which were embedded at the end of the last batch.

@@ -27,8 +27,8 @@ def encode(encoder: nn.Module, standardised: np.ndarray) -> np.ndarray:
 
 
 def _standardise(normalizer: OnlineStandardizer, features: np.ndarray) -> np.ndarray:
-    """Raw ``features`` (n, d), or any n rows of d values, as standardised float32 rows."""
-    return normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), -1))
+    """Raw ``features`` (n, d), or any n rows of d values, as standardised float32 rows (n may be 0)."""
+    return normalizer.transform(np.asarray(features, dtype=np.float32).reshape(len(features), normalizer.n_features))
 
 
 def embed_with(encoder: nn.Module, normalizer: OnlineStandardizer, features: np.ndarray) -> np.ndarray:

@@ -376,3 +376,30 @@ def test_rows_in_other_units_do_not_split_the_vote_from_its_samples():
     for start in range(0, 3000, 32):
         hits += learner.process(x[start:start + 32].astype(np.float32), y[start:start + 32].tolist()).correct
     assert np.mean(hits[1000:]) > 0.95
+
+
+def test_labels_from_numpy_arrays_are_the_same_classes_as_plain_ones_and_checkpoint(tmp_path):
+    # list(y) of a numpy array gives numpy scalars: they were classes of their own, np.int64 labels
+    # could not be checkpointed, and NaN (a missing label in a float column) made one class per sample.
+    from streamlearn import checkpoint
+
+    x, y = blobs(96)
+    learner = Learner(**SMALL)
+    learner.process(x[:32], [int(v) for v in y[:32]])
+    learner.process(x[32:64], list(np.asarray(y[32:64], dtype=np.int64)))
+    learner.process(x[64:], [float("nan") if i % 2 else float(v) for i, v in enumerate(y[64:])])
+    assert sorted(learner.classes) == sorted({int(v) for v in y}) and all(type(c) is int for c in learner.classes)
+    assert learner.labeled_seen == 80  # the NaN rows were unlabeled
+    checkpoint.save(tmp_path, learner)
+    assert checkpoint.load(tmp_path)[0].classes == learner.classes
+    with pytest.raises(ValueError, match="expected a string, an integer or None"):
+        learner.process(x[:1], [2.5])
+
+
+def test_no_rows_give_no_embeddings_and_no_predictions():
+    learner = Learner(**SMALL)
+    run(learner, *blobs(64))
+    empty = np.zeros((0, 8), np.float32)
+    assert learner.embed(empty).shape == (0, 16)
+    labels, distances = learner.predict(empty)
+    assert labels == [] and len(distances) == 0

@@ -2,7 +2,7 @@
 class registry, class prior, memory, meta step, distillation."""
 
 from streamlearn.model.choice import HEADS, HeadChoice
-from streamlearn.model.classes import ClassRegistry, Label
+from streamlearn.model.classes import ClassRegistry, Label, as_label
 from streamlearn.model.distill import Teacher, distillation_loss
 from streamlearn.model.encoder import Encoder
 from streamlearn.model.fusion import fuse
@@ -19,6 +19,7 @@ __all__ = [
     "ClassMemory",
     "ClassPrior",
     "ClassRegistry",
+    "as_label",
     "Encoder",
     "HeadChoice",
     "Label",

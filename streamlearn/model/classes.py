@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import math
 from typing import Union
 
-__all__ = ["ClassRegistry", "Label"]
+import numpy as np
+
+__all__ = ["ClassRegistry", "Label", "as_label"]
 
 Label = Union[str, int]
+
+
+def as_label(value: object) -> Label | None:
+    """A label as a plain ``str`` or ``int`` (``None``: unlabeled), whatever container it came from.
+
+    Labels taken from numpy or pandas arrays arrive as numpy scalars; integer labels with gaps
+    arrive as floats with NaN for the missing ones. Without this, ``np.str_("a")`` and ``"a"``
+    were two classes, ``np.int64`` labels could not be checkpointed, and every NaN became a
+    class of its own. ``bool`` stays ``bool`` (the learner's own API allows it; files reject it).
+
+    >>> import numpy as np
+    >>> [as_label(v) for v in (np.str_("a"), np.int64(3), 4.0, float("nan"), None, True)]
+    ['a', 3, 4, None, None, True]
+    >>> as_label(2.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: label 2.5: expected a string, an integer or None
+    """
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:
+        return value  # the usual case, checked first: this runs once per sample
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return None
+        if float(value).is_integer():
+            return int(value)
+    raise ValueError(f"label {value!r}: expected a string, an integer or None")
 
 
 class ClassRegistry:
