@@ -159,8 +159,15 @@ class OnlineStandardizer:
         recent = rows[-_WARM_UP:, cols]
         std = np.sqrt(self.var[cols])
         away = (np.abs(recent - self.mean[cols]) > _MOVED_AWAY * std).sum(axis=0) >= _WARM_UP - 1
-        spread = recent.std(axis=0)  # not robust on purpose: a window that still holds old values is not shrunk
-        shrunk = (spread > self._floor(recent.mean(axis=0))) & (spread * _SHRUNK < std)
+        # Shrunk: the latest values' spread (robust: a mostly constant feature with rare bursts has
+        # none, and is left alone) far below the deviation. The cheap plain spread, which is
+        # never below a window still holding old values, picks the few columns worth a median.
+        shrunk = recent.std(axis=0) * _SHRUNK < std
+        if shrunk.any():
+            few = recent[:, shrunk]
+            median = np.median(few, axis=0)
+            spread = 1.4826 * np.median(np.abs(few - median), axis=0)
+            shrunk[shrunk] = (spread > self._floor(median)) & (spread * _SHRUNK < std[shrunk])
         out = np.zeros(self.n_features, dtype=bool)
         out[cols] = away | shrunk
         return out
