@@ -201,6 +201,8 @@ class Learner(RepairMixin):
             raise ValueError(f"features must be a 2-d array (n, n_features), got shape {x.shape}")
         if self._n_features is None:
             self._build(x.shape[1])
+            # Every later sample must have this many features: say where it came from (learner.n_features pins it).
+            logger.info("feature dimension fixed by the first sample", extra={"n_features": x.shape[1]})
         if x.shape[1] != self._n_features:
             raise ValueError(f"expected {self._n_features} features, got {x.shape[1]}")
         if not np.isfinite(x).all():
