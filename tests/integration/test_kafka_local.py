@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
+
+from tests.integration.support import fresh_topic
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +26,8 @@ WAIT_S = 30.0
 @pytest.fixture
 def topic(kafka_bootstrap: str) -> Iterator[str]:
     """A fresh one-partition topic, deleted afterwards."""
-    name = f"test.kafka-local.{uuid.uuid4().hex[:12]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
-    try:
-        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)], timeout_ms=10_000)
+    with fresh_topic(kafka_bootstrap, "test.kafka-local") as name:
         yield name
-        admin.delete_topics([name], timeout_ms=10_000)
-    finally:
-        admin.close()
 
 
 def _consume(consumer: KafkaConsumer, count: int, timeout_s: float = WAIT_S) -> list:

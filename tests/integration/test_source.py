@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from streamlearn.config import KafkaSettings
 from streamlearn.kafka import KafkaSource
+
+from tests.integration.support import fresh_topic
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +23,9 @@ FIRST, N = 10, 40  # records per partition before the rebalance, and in all
 @pytest.fixture
 def kafka(kafka_bootstrap: str) -> Iterator[KafkaSettings]:
     """Settings for a fresh two-partition topic, deleted afterwards."""
-    name = f"test.source.{uuid.uuid4().hex[:12]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=10_000)
-    try:
-        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)], timeout_ms=10_000)
+    with fresh_topic(kafka_bootstrap, "test.source", partitions=2) as name:
         yield KafkaSettings(bootstrap_servers=kafka_bootstrap, samples_topic=name, group_id=name,
                             poll_max_records=10, poll_timeout_ms=200)
-        admin.delete_topics([name], timeout_ms=10_000)
-    finally:
-        admin.close()
 
 
 class _Joined(ConsumerRebalanceListener):
