@@ -124,7 +124,7 @@ class BatchHandler:
     def _output_estimate(self, sample: Sample) -> int:
         """Bytes of the key and value published for ``sample`` if its own label were also the prediction."""
         value = EmbeddingRecord(sample.id, (), sample.label, sample.label, 0, False, sample.ts).to_json()
-        return 2 * len(sample.id.encode("utf-8")) + len(value) + self._embedding_bytes
+        return len(sample.id.encode("utf-8")) + len(value) + self._embedding_bytes  # the key, then the value
 
     def _learn_and_publish(self, learner: Any, chunk: list[tuple[Record, Sample]]) -> list[tuple[Record, Sample]]:
         """Test-then-train on ``chunk`` and queue one EmbeddingRecord per sample; returns those queued.

@@ -207,3 +207,11 @@ def test_an_output_made_too_large_by_its_prediction_is_dead_lettered(settings):
     [(_, letter)] = sink.on("dlq")
     assert letter["reason"] == "too_large" and letter["detail"].startswith("learned from")
     assert all(len(k or b"") + len(v) <= MAX_REQUEST_BYTES for _, k, v in sink.sent)
+
+
+def test_a_long_id_whose_record_fits_is_published(settings):
+    # 400 kB of id goes out twice (key and value): 800 kB, under the limit, so it is published.
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": 2_000_000})})
+    sink = FakeSink()
+    BatchHandler(settings, sink, Metrics()).handle(small_learner(), records([_sample(id="i" * 400_000, label="a")]))
+    assert [len(body["id"]) for _, body in sink.on("emb")] == [400_000] and not sink.on("dlq")
