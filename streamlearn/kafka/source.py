@@ -135,7 +135,9 @@ class KafkaSource:
         owned = self._consumer.assignment()
         batch = dict(batch)
         for tp, ours in reacquired.items():
-            if tp not in owned:
+            if tp not in owned:  # revoked again meanwhile: keep what this consumer read for next time
+                with self._lock:
+                    self._given_up.setdefault(tp, ours)
                 continue
             try:
                 committed = self._consumer.committed(tp)
