@@ -375,31 +375,12 @@ def test_a_linear_head_step_lowers_the_log_loss_of_its_batch(seed):
     assert log_loss() < before
 
 
-@pytest.mark.parametrize("change", ["celsius to kelvin", "metres to millimetres", "level + 20 deviations"])
-def test_a_feature_that_changes_its_units_for_good_gets_a_new_scale_within_two_batches(change):
-    # The moving statistics would take ~10^5 samples to follow; the feature carried no signal until then.
+def test_a_feature_held_at_levels_for_a_while_keeps_the_spread_across_its_levels():
+    # Operating modes with small sensor noise: the statistics must learn the spread across the
+    # modes (a per-feature restart on every change of level collapsed the scale to the noise).
     rng = np.random.default_rng(0)
-    s = OnlineStandardizer(3)
-    for _ in range(200):  # 6,400 samples: settled statistics
-        s.update(rng.normal(size=(32, 3)))
-    moved = {"celsius to kelvin": lambda v: v + 273.15, "metres to millimetres": lambda v: v / 1000.0,
-             "level + 20 deviations": lambda v: v + 20.0}[change]
-    for _ in range(2):
-        x = rng.normal(size=(32, 3))
-        x[:, 0] = moved(x[:, 0])
-        s.update(x)
-    x = rng.normal(size=(2000, 3))
-    z = s.transform(np.column_stack([moved(x[:, 0]), x[:, 1:]]))
-    assert abs(z[:, 0].mean()) < 0.5 and 0.6 < z[:, 0].std() < 1.6  # the feature is back on its common scale
-    assert np.allclose(z[:, 1:].std(axis=0), 1.0, atol=0.1)  # the others kept theirs
-
-
-def test_heavy_tails_or_a_feature_that_goes_quiet_do_not_restart_the_statistics():
-    rng = np.random.default_rng(1)
-    s = OnlineStandardizer(2)
-    for _ in range(300):
-        s.update(np.column_stack([rng.standard_cauchy(32), rng.normal(size=32)]))
-    before = s.mean.copy(), s.var.copy()
-    s.update(np.column_stack([rng.standard_cauchy(32), np.full(32, 0.25)]))  # quiet, not in other units
-    assert s.seen.min() > 32 * 300  # nothing started over
-    assert abs(s.var[1] - before[1][1]) < 0.1
+    s = OnlineStandardizer(1)
+    mode = np.repeat(rng.integers(0, 5, 200), 200) + rng.normal(0, 1e-3, 40_000)
+    for start in range(0, 40_000, 32):
+        s.update(mode[start:start + 32, None])
+    assert 1.0 < float(np.sqrt(s.var[0])) < 2.0

@@ -17,13 +17,6 @@ _MIN_ROBUST_ROWS = 16
 # A spread below this fraction of a feature's magnitude is rounding noise in float32 (the
 # features' type): such a feature has been constant so far and has no scale yet.
 _NO_SPREAD = 1e-6
-# A settled feature whose latest _WARM_UP values all (but one) lie beyond _MOVED_AWAY of its
-# deviations from its mean, or whose latest values spread _SHRUNK times less than its deviation
-# (but still vary), has changed its units or its level for good (e.g. Celsius to Kelvin, metres
-# to millimetres): its statistics start over from those values. The moving statistics would take
-# some 10^5 samples to get there, and the feature would carry no signal until then.
-_MOVED_AWAY = 8.0
-_SHRUNK = 20.0
 
 
 class OnlineStandardizer:
@@ -43,11 +36,6 @@ class OnlineStandardizer:
     starts to vary) its statistics are rebuilt from all of them at every batch, with values
     beyond 10 robust scales (median absolute deviation) of the median clipped; after that,
     values beyond the clip range of the running statistics count as if at its edge.
-
-    A feature that changes its units or its level for good (its latest 32 values all but
-    one beyond 8 deviations of its mean, or spread 20 times less than its deviation while
-    still varying) starts its statistics over from those values: the moving statistics
-    would take some 10^5 samples to follow, and the feature would carry no signal meanwhile.
 
     Parameters
     ----------
@@ -134,10 +122,6 @@ class OnlineStandardizer:
             delta = xs.mean(axis=0) - m0
             mean[settled] = m0 + weight * delta
             var[settled] = (1.0 - weight) * (v0 + weight * delta**2) + weight * xs.var(axis=0)
-        restart = self._moved_for_good(rows, settled & self._scaled)
-        if restart.any():
-            seen = np.where(restart, _WARM_UP, seen)
-            mean[restart], var[restart] = _robust_moments(rows[-_WARM_UP:, restart])
         if young.any():
             # Young statistics (fewer than _WARM_UP samples before this batch) are rebuilt from every
             # row since the feature's start, robustly, so that an early absurd value is clipped as
@@ -150,27 +134,6 @@ class OnlineStandardizer:
         self.count += n
         self._rows = rows[-_WARM_UP:]
         self._refresh_scale()
-
-    def _moved_for_good(self, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Settled features whose latest _WARM_UP raw values (``rows``' last) left their statistics for good."""
-        if len(rows) < _WARM_UP or not candidates.any():
-            return np.zeros(self.n_features, dtype=bool)
-        cols = np.flatnonzero(candidates)
-        recent = rows[-_WARM_UP:, cols]
-        std = np.sqrt(self.var[cols])
-        away = (np.abs(recent - self.mean[cols]) > _MOVED_AWAY * std).sum(axis=0) >= _WARM_UP - 1
-        # Shrunk: the latest values' spread (robust: a mostly constant feature with rare bursts has
-        # none, and is left alone) far below the deviation. The cheap plain spread, which is
-        # never below a window still holding old values, picks the few columns worth a median.
-        shrunk = recent.std(axis=0) * _SHRUNK < std
-        if shrunk.any():
-            few = recent[:, shrunk]
-            median = np.median(few, axis=0)
-            spread = 1.4826 * np.median(np.abs(few - median), axis=0)
-            shrunk[shrunk] = (spread > self._floor(median)) & (spread * _SHRUNK < std[shrunk])
-        out = np.zeros(self.n_features, dtype=bool)
-        out[cols] = away | shrunk
-        return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Clipped z-scores of ``x`` as float32 (a feature without a scale: 0 at its value, else +-clip)."""
