@@ -33,6 +33,7 @@ __all__ = ["KafkaSource"]
 logger = logging.getLogger(__name__)
 
 _POSITION_TIMEOUT_MS = 100
+_COMMITTED_TIMEOUT_MS = 5_000
 _SESSION_TIMEOUT_MS = 10_000
 
 
@@ -81,6 +82,7 @@ class KafkaSource:
                     # The restored model has learned everything before `offset`; resume there
                     # even when the committed offset differs (a crash between checkpoint and commit).
                     self._consumer.seek(tp, offset)
+                    self._positions[tp] = offset  # handled up to here, even before a record is read
                     logger.info("seek to checkpoint %s[%d]@%d", tp.topic, tp.partition, offset)
                 elif tp in self._given_up:
                     # Settled by poll() on the caller's thread: it needs the committed offset (a broker call).
@@ -140,8 +142,8 @@ class KafkaSource:
                     self._given_up.setdefault(tp, ours)
                 continue
             try:
-                committed = self._consumer.committed(tp)
-            except KafkaError as exc:
+                committed = self._consumer.committed(tp, timeout_ms=_COMMITTED_TIMEOUT_MS)
+            except KafkaError as exc:  # the coordinator is away: what this consumer read is still right
                 logger.warning("cannot read the committed offset of %s[%d]: %s", tp.topic, tp.partition, exc)
                 committed = None
             target = max(ours, committed or 0)
@@ -150,6 +152,8 @@ class KafkaSource:
                 batch[tp] = kept
             if not kept:
                 self._consumer.seek(tp, target)
+                with self._lock:  # remembered even if the partition is taken away before a record is read
+                    self._positions.setdefault(tp, target)
             logger.info("partition %s[%d] back: resume at %d (read up to %d here, group committed %s)",
                         tp.topic, tp.partition, target, ours, committed)
         return {tp: records for tp, records in batch.items() if records}
