@@ -42,9 +42,12 @@ logger = logging.getLogger(__name__)
 #: Most rows one /v1/embed or /v1/predict request may carry.
 MAX_ROWS = 10_000
 
-# JSON text of one feature value is at most this long ("-1.2345678901234567e-05, "): with the row
-# limit, it bounds the body a request may need, so a larger one is refused before it is parsed.
-_VALUE_CHARS = 32
+# JSON text of one feature value, indented on a line of its own, is at most this long
+# ("      -1.2345678901234567e-05,\n"), and a row's brackets and indentation add at most
+# _ROW_CHARS: with the row limit, they bound the body any valid request needs, pretty-printed
+# or not, so a larger one is refused before it is parsed.
+_VALUE_CHARS = 40
+_ROW_CHARS = 32
 _BODY_SLACK = 65_536
 
 #: Admin actions by name ("rollback", "reset"); each runs on the learner thread and returns a JSON-able dict.
@@ -178,7 +181,7 @@ def _body_limit(store: SnapshotStore, max_rows: int) -> tuple[int, str]:
     n_features = None if state is None else state.n_features
     if not n_features:
         return _BODY_SLACK * 16, "no model dimension yet"
-    return (max_rows * n_features * _VALUE_CHARS + _BODY_SLACK,
+    return (max_rows * (n_features * _VALUE_CHARS + _ROW_CHARS) + _BODY_SLACK,
             f"{max_rows} rows of {n_features} features at most")
 
 

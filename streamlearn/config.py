@@ -58,7 +58,8 @@ NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 # Kafka's rule for topic names: 1-249 of these characters, and not "." or "..".
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# DNS labels; underscores too, as Docker Compose names its containers (project_kafka_1) and resolves them.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 def _check_topic(value: str) -> str:

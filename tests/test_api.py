@@ -264,3 +264,12 @@ def test_a_chunked_body_is_limited_too_and_a_small_one_is_served(client: TestCli
     small = iter([b'{"features": [[', b"1.0, " * 7, b"1.0]]}"])
     response = client.post("/v1/embed", content=small, headers={"content-type": "application/json"})
     assert response.status_code == 200 and len(response.json()["embeddings"]) == 1
+
+
+def test_a_pretty_printed_request_of_the_most_rows_is_not_refused_for_its_size(store) -> None:
+    import json
+
+    rows = [[-1.2345678901234567e-05] * 8 for _ in range(100)]
+    body = json.dumps({"features": rows}, indent=2).encode()
+    response = make_client(store).post("/v1/embed", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200 and len(response.json()["embeddings"]) == 100

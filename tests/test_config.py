@@ -129,7 +129,7 @@ def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, n
 
 
 @pytest.mark.parametrize("servers", ["127.0.0.1:9092", "a.example:9092,b.example:9093", "kafka", "[::1]:9092",
-                                     "broker-0.kafka.svc.cluster.local:9092"])
+                                     "broker-0.kafka.svc.cluster.local:9092", "myproj_kafka_1:9092"])
 def test_usual_broker_lists_are_accepted(monkeypatch: pytest.MonkeyPatch, servers: str) -> None:
     monkeypatch.setenv("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", servers)
     assert load_settings().kafka.bootstrap_servers == servers
