@@ -159,7 +159,8 @@ class KafkaSource:
         return {tp: records for tp, records in batch.items() if records}
 
     def positions(self) -> dict[str, int]:
-        """Next offset to consume per ``"topic:partition"`` for every record returned so far."""
+        """Next offset to handle per owned ``"topic:partition"``: after the records returned so far, or where a
+        checkpoint seek or a partition's return moved it (everything before it was handled)."""
         with self._lock:
             return {offset_key(tp.topic, tp.partition): offset for tp, offset in self._positions.items()}
 
