@@ -244,12 +244,9 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
 
 
 def _written_at(folder: Path) -> tuple[int, str]:
-    """When a ``ckpt-*`` folder was written (the clock in its name, else its mtime), for ordering."""
+    """When a ``ckpt-*`` folder was written (the clock at the end of its name; 0 if none), for ordering."""
     stamp = folder.name.rsplit("-", 1)[-1]
-    try:
-        return (int(stamp) if stamp.isdigit() else folder.stat().st_mtime_ns), folder.name
-    except OSError:
-        return 0, folder.name
+    return (int(stamp) if stamp.isdigit() else 0), folder.name
 
 
 def _prune(directory: Path, keep: int, newest: Path) -> None:
