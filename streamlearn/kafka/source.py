@@ -50,6 +50,7 @@ class KafkaSource:
         self._pending_seeks: dict[TopicPartition, int] = {}
         self._given_up: dict[TopicPartition, int] = {}  # position of each partition when it was revoked
         self._reacquired: dict[TopicPartition, int] = {}  # revoked, assigned again: resume at least here
+        self._floors: dict[TopicPartition, int] = {}  # the group's committed offset seen when a partition came back
         for key, offset in (start_offsets or {}).items():
             topic, partition = parse_key(key)
             if topic == self.topic:
@@ -147,6 +148,9 @@ class KafkaSource:
                 logger.warning("cannot read the committed offset of %s[%d]: %s", tp.topic, tp.partition, exc)
                 committed = None
             target = max(ours, committed or 0)
+            if committed:
+                with self._lock:
+                    self._floors[tp] = max(committed, self._floors.get(tp, 0))
             kept = [r for r in batch.get(tp, ()) if r.offset >= target]
             if tp in batch:
                 batch[tp] = kept
@@ -165,13 +169,26 @@ class KafkaSource:
             return {offset_key(tp.topic, tp.partition): offset for tp, offset in self._positions.items()}
 
     def commit(self, offsets: Mapping[str, int]) -> bool:
-        """Commit ``offsets`` for the partitions still owned; False (logged) if the group moved on."""
+        """Commit ``offsets`` for the partitions still owned; False (logged) if the group moved on.
+
+        An offset below what the group had committed when the partition came back to this consumer
+        is left out: it was captured before the partition went away (a checkpoint written in the
+        background meanwhile), and committing it would send the group back over records another
+        member handled.
+        """
         owned = self._consumer.assignment()
         request = {}
         for key, offset in offsets.items():
             tp = TopicPartition(*parse_key(key))
-            if tp in owned:
-                request[tp] = OffsetAndMetadata(int(offset), "", -1)
+            if tp not in owned:
+                continue
+            with self._lock:
+                floor = self._floors.get(tp, 0)
+            if offset < floor:
+                logger.info("not committing %s[%d]@%d: the group committed %d meanwhile",
+                            tp.topic, tp.partition, offset, floor)
+                continue
+            request[tp] = OffsetAndMetadata(int(offset), "", -1)
         if not request:
             return True
         try:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamlearn.config import KafkaSettings
 from streamlearn.kafka import KafkaSource
@@ -104,6 +105,51 @@ def test_a_rebalance_does_not_send_the_consumer_back_to_the_committed_offset(kaf
     for partition in (0, 1):
         offsets = [o for p, o in read if p == partition]
         assert offsets == list(range(N)), f"partition {partition}: offsets read more than once or skipped"
+
+
+def test_an_offset_captured_before_a_partition_went_away_does_not_move_the_group_back(kafka: KafkaSettings) -> None:
+    # A checkpoint captured (and written in the background) before a rebalance commits its offsets
+    # afterwards. If another member handled a partition meanwhile and committed further on, the old
+    # offset must not be committed over it: the group would read those records again.
+    produce(kafka, range(FIRST))
+    source = KafkaSource(kafka)
+    read: list[tuple[int, int]] = []
+
+    def poll(limit: int | None = None) -> None:
+        read.extend((r.partition, r.offset) for r in source.poll(limit))
+
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(read) < 2 * FIRST and time.monotonic() < deadline:
+            poll()
+        captured = source.positions()  # what a background checkpoint would commit later
+        assert captured == {f"{kafka.samples_topic}:{p}": FIRST for p in (0, 1)}
+        produce(kafka, range(FIRST, N))
+
+        joined = _Joined()
+        other = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.group_id,
+                              enable_auto_commit=False, session_timeout_ms=10_000)
+        other.subscribe([kafka.samples_topic], listener=joined)
+        deadline = time.monotonic() + WAIT_S
+        while not joined.done and time.monotonic() < deadline:
+            other.poll(timeout_ms=100, max_records=1)
+            poll(1)
+        assert joined.done, "the second member never joined the group"
+        (taken,) = other.assignment()
+        other.commit({taken: OffsetAndMetadata(N, "", -1)})  # it handled the whole partition
+        other.close(autocommit=False)
+        deadline = time.monotonic() + WAIT_S
+        while taken not in source._consumer.assignment() and time.monotonic() < deadline:
+            poll(1)
+        assert taken in source._consumer.assignment(), "the partition never came back"
+        poll()  # the source learns where the group stands on the returned partition
+
+        assert source.commit(captured)
+        kept = TopicPartition(kafka.samples_topic, 1 - taken.partition)
+        committed = {tp.partition: source._consumer.committed(tp, timeout_ms=10_000) for tp in (taken, kept)}
+    finally:
+        source.close()
+    assert committed == {taken.partition: N, kept.partition: FIRST}
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
