@@ -32,6 +32,22 @@ def test_standardizer_clips_constant_feature_jumps():
     assert s.transform(np.array([[5.0, 2.0]]))[0, 0] == 6.0
 
 
+def test_a_rare_large_value_of_a_sparse_feature_is_bounded_but_its_spread_still_measured():
+    """A mostly-zero feature (a border pixel, a rare count): its rare 16 would be a 10-sigma z-score
+    and swamp every distance; it is bounded at 3, while the statistics still see the whole spread."""
+    x = np.zeros((10_000, 2))
+    x[::100, 0] = 16.0  # 1% of the rows: 10 standard deviations out
+    x[:, 1] = np.random.default_rng(8).normal(0.0, 1.0, len(x))
+    s = OnlineStandardizer(2)
+    for i in range(0, len(x), 50):
+        s.update(x[i:i + 50])
+    assert s.transform(np.array([[16.0, 0.0]]))[0, 0] == 3.0
+    assert 1.4 < np.sqrt(s.var[0]) < 1.8  # the true spread is 1.59 (statistics always clipped at 6 sigma: 0.29)
+    again = OnlineStandardizer(2, clip=5.0)
+    again.load_state(s.state())
+    assert again.clip == 3.0  # the bound the model was trained with travels with the statistics
+
+
 def test_a_feature_constant_so_far_takes_its_scale_from_the_first_batch_where_it_varies():
     rng = np.random.default_rng(0)
     s = OnlineStandardizer(2)

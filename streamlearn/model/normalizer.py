@@ -7,16 +7,20 @@ import numpy as np
 __all__ = ["OnlineStandardizer"]
 
 # A feature's first _WARM_UP samples (from the stream's start, or from when a constant feature
-# starts to vary) are summarised afresh at every batch, robustly: values beyond _REACH robust
+# starts to vary) are summarised afresh at every batch, robustly: values beyond _ROBUST_REACH robust
 # scales (1.4826 x the median absolute deviation) of the median are clipped, once at least
-# _MIN_ROBUST_ROWS rows are there. After that, values beyond the clip range of the running
-# statistics are clipped (see update).
+# _MIN_ROBUST_ROWS rows are there. After that, values too far out of the running statistics
+# are clipped (see update and _reach).
 _WARM_UP = 32
-_REACH = 10.0
+_ROBUST_REACH = 10.0
 _MIN_ROBUST_ROWS = 16
 # A spread below this fraction of a feature's magnitude is rounding noise in float32 (the
 # features' type): such a feature has been constant so far and has no scale yet.
 _NO_SPREAD = 1e-6
+# The most one value beyond the `reach` floor may raise a settled feature's variance (see _reach).
+_GLITCH_SHARE = 0.1
+# The z-score bound of statistics saved before the bound was part of the state.
+_LEGACY_CLIP = 6.0
 
 
 class OnlineStandardizer:
@@ -35,7 +39,7 @@ class OnlineStandardizer:
     samples. Over a feature's first 32 samples (from the stream's start, or from when it
     starts to vary) its statistics are rebuilt from all of them at every batch, with values
     beyond 10 robust scales (median absolute deviation) of the median clipped; after that,
-    values beyond the clip range of the running statistics count as if at its edge.
+    a value that would raise the variance by more than 10% counts as if at that edge.
 
     Parameters
     ----------
@@ -44,8 +48,20 @@ class OnlineStandardizer:
     min_rate
         Smallest update rate of the moving statistics.
     clip
-        z-scores are clipped to ``[-clip, clip]``; features that were constant so far
-        would otherwise explode on their first change.
+        z-scores are clipped to ``[-clip, clip]``. Three standard deviations leave a
+        normal feature as it is but bound the rare large values of a skewed or sparse one
+        (a border pixel, a count that is mostly 0), which would otherwise swamp the distances
+        the prototype head and the neighbour vote compare; a feature that was constant so
+        far would otherwise explode on its first change.
+    reach
+        When the statistics learn a batch, values further out than the current standard
+        deviation times ``reach``, or times as much as lets one value raise the variance by
+        at most 10% (31.6 once 10,000 samples are in), count as if at that edge. Far enough,
+        once there are enough samples, that the spread of a sparse or heavy-tailed feature
+        is measured (a value seen once in ``p`` samples lies about ``sqrt(p)`` standard
+        deviations out: always 6, and a feature non-zero in 1% of the samples saw its
+        spread shrink to a fifth of the true one); near enough that one glitch moves the
+        scale little.
     eps
         Smallest standard deviation used for scaling (absolute).
 
@@ -59,14 +75,18 @@ class OnlineStandardizer:
     [[1.0]]
     """
 
-    def __init__(self, n_features: int, min_rate: float = 1e-4, clip: float = 6.0, eps: float = 1e-30):
+    def __init__(self, n_features: int, min_rate: float = 1e-4, clip: float = 3.0, reach: float = 6.0,
+                 eps: float = 1e-30):
         if n_features < 1:
             raise ValueError(f"n_features must be >= 1, got {n_features}")
         if not 0.0 < min_rate <= 1.0:
             raise ValueError(f"min_rate must be in (0, 1], got {min_rate}")
+        if not 0.0 < clip <= reach:
+            raise ValueError(f"need 0 < clip <= reach, got clip={clip}, reach={reach}")
         self.n_features = n_features
         self.min_rate = min_rate
         self.clip = clip
+        self.reach = reach
         self.eps = eps
         self._reset()
 
@@ -115,8 +135,8 @@ class OnlineStandardizer:
             robust = self._scaled[settled]
             if robust.any():
                 # One absurd (but finite) value must not wreck the scale for millions of samples:
-                # values beyond the clip range of the current statistics count as if at its edge.
-                reach = self.clip * np.sqrt(v0)
+                # values beyond the reach of the current statistics count as if at its edge.
+                reach = self._reach(self.seen[settled]) * np.sqrt(v0)
                 xs = np.where(robust, np.clip(xs, m0 - reach, m0 + reach), xs)
             weight = np.maximum(n / seen[settled], min(1.0, n * self.min_rate))
             delta = xs.mean(axis=0) - m0
@@ -135,6 +155,19 @@ class OnlineStandardizer:
         self._rows = rows[-_WARM_UP:]
         self._refresh_scale()
 
+    def _reach(self, seen: np.ndarray) -> np.ndarray:
+        """How many standard deviations out a value still counts in full, for features with ``seen`` samples.
+
+        As far as one value can go while raising the variance by at most ``_GLITCH_SHARE``
+        (it weighs 1 / ``seen`` of it, or ``min_rate`` once the statistics are a moving
+        average), and never less than ``reach``.
+
+        >>> OnlineStandardizer(1)._reach(np.array([100, 10_000, 10**6])).round(1).tolist()
+        [6.0, 31.6, 31.6]
+        """
+        weight = np.maximum(1.0 / np.maximum(seen, 1), self.min_rate)
+        return np.maximum(self.reach, np.sqrt(_GLITCH_SHARE / weight))
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Clipped z-scores of ``x`` as float32 (a feature without a scale: 0 at its value, else +-clip)."""
         with np.errstate(over="ignore", invalid="ignore"):
@@ -145,7 +178,7 @@ class OnlineStandardizer:
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that fully describe the statistics (for checkpoints); ``recent_rows`` are raw inputs."""
         state = {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64),
-                 "seen": self.seen.copy(), "recent_rows": self._rows.copy()}
+                 "seen": self.seen.copy(), "recent_rows": self._rows.copy(), "clip": np.array([self.clip])}
         if self.legacy_floor:
             state["legacy_floor"] = np.ones(1, dtype=np.int64)
         return state
@@ -154,7 +187,8 @@ class OnlineStandardizer:
         """Restore statistics written by :meth:`state`.
 
         Statistics saved before per-feature scales (no ``seen``) keep the floor they were made
-        with, so that the model they belong to predicts as it did.
+        with, and statistics saved before the clip was part of the state keep the clip of that
+        time (6), so that the model they belong to predicts as it did.
         """
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         self.var = np.asarray(state["var"], dtype=np.float64).copy()
@@ -165,11 +199,13 @@ class OnlineStandardizer:
         rows = state.get("recent_rows")
         self._rows = np.zeros((0, self.n_features)) if rows is None else np.asarray(rows, dtype=np.float64).copy()
         self.legacy_floor = seen is None or "legacy_floor" in state
+        clip = state.get("clip")
+        self.clip = _LEGACY_CLIP if clip is None else float(np.asarray(clip).reshape(-1)[0])
         self._refresh_scale()
 
 
 def _robust_moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of every column of ``rows``, values beyond ``_REACH`` robust scales of the median clipped.
+    """Mean and variance of every column of ``rows``, values beyond ``_ROBUST_REACH`` robust scales of the median clipped.
 
     >>> mean, var = _robust_moments(np.array([[v] for v in [0.0, 1.0] * 50 + [1e30]]))
     >>> float(mean[0]) < 2.0, float(var[0]) < 10.0
@@ -178,6 +214,6 @@ def _robust_moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(rows) >= _MIN_ROBUST_ROWS:
         median = np.median(rows, axis=0)
         scale = 1.4826 * np.median(np.abs(rows - median), axis=0)
-        reach = np.where(scale > 0, _REACH * scale, np.inf)
+        reach = np.where(scale > 0, _ROBUST_REACH * scale, np.inf)
         rows = np.clip(rows, median - reach, median + reach)
     return rows.mean(axis=0), rows.var(axis=0)
