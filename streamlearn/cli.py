@@ -19,7 +19,7 @@ from typing import NoReturn, Sequence
 from streamlearn import __version__
 from streamlearn.config import LOG_LEVELS, Settings, load_settings
 from streamlearn.argtypes import int_at_least, positive_float
-from streamlearn.errors import ConfigError, StreamlearnError, UsageError
+from streamlearn.errors import CheckpointError, ConfigError, StreamlearnError, UsageError
 from streamlearn.logging_setup import configure_logging
 from streamlearn.paths import ensure_writable_folder
 
@@ -154,21 +154,27 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     _check_outputs({"the input file": args.input, "the model": args.model}, {"--output": args.output})
     if not args.model.exists():
         raise UsageError(f"model {args.model} does not exist")
-    from streamlearn.checkpoint import latest_path
+    from streamlearn import checkpoint
     from streamlearn.embed import embed_file
 
-    if latest_path(args.model) is None:
+    if checkpoint.latest_path(args.model) is None:
         raise UsageError(f"--model {args.model} holds no checkpoint or saved model")
+    try:
+        learner, _extra = checkpoint.load(args.model)
+    except CheckpointError as exc:
+        if args.model.is_file():  # the wrong file given; a damaged checkpoint in a folder stays a runtime failure
+            raise UsageError(f"--model {args.model} is not a streamlearn model ({exc.__cause__ or exc})") from None
+        raise
 
     settings = _settings(args)  # no --config for embed, but env vars (e.g. the size limit) still apply
     kwargs = {"batch_size": args.batch_size, "max_bytes": settings.kafka.max_message_bytes}
     if args.output is None:
-        embed_file(args.model, args.input, sys.stdout, **kwargs)
+        embed_file(learner, args.input, sys.stdout, **kwargs)
         sys.stdout.flush()
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with args.output.open("w", encoding="utf-8") as out:
-        summary = embed_file(args.model, args.input, out, **kwargs)
+        summary = embed_file(learner, args.input, out, **kwargs)
     print(f"embedded {summary.embedded} of {summary.lines} lines with model_version {summary.model_version} "
           f"-> {args.output}", file=sys.stderr)
     return 0

@@ -36,20 +36,24 @@ class EmbedSummary:
 
 
 def embed_file(
-    model: Path,
+    model: Path | Any,
     path: Path,
     out: IO[str],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_bytes: int = 1_000_000,
 ) -> EmbedSummary:
-    """Embed every line of `path` with the model saved under `model`, writing JSON lines to `out`.
+    """Embed every line of `path` with the model saved under `model` (or a learner loaded already), writing
+    JSON lines to `out`.
 
     Raises CheckpointError when the model cannot be loaded.
     """
-    from streamlearn import checkpoint  # heavy (torch); imported only when embedding
+    if isinstance(model, (str, Path)):
+        from streamlearn import checkpoint  # heavy (torch); imported only when embedding
 
-    learner, _extra = checkpoint.load(Path(model))
+        learner, _extra = checkpoint.load(Path(model))
+    else:
+        learner = model
     version = int(learner.model_version)
     n_features = learner.n_features
     lines = embedded = invalid = 0

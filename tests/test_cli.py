@@ -215,8 +215,11 @@ def test_real_process_never_prints_a_traceback(tmp_path: Path) -> None:
     assert usage.returncode == 2 and one_line(usage.stderr), usage.stderr
     data = tmp_path / "in.jsonl"
     data.write_text('{"features": [1]}\n')
-    runtime = subprocess.run([sys.executable, "-m", "streamlearn", "embed", "--model", str(data), str(data)],
-                             capture_output=True, text=True, timeout=120)  # a file that is no checkpoint
+    damaged = tmp_path / "model"
+    damaged.mkdir()
+    (damaged / "model.safetensors").write_text("cut short by a full disk")  # a model folder whose model is damaged
+    runtime = subprocess.run([sys.executable, "-m", "streamlearn", "embed", "--model", str(damaged), str(data)],
+                             capture_output=True, text=True, timeout=120)
     assert runtime.returncode == 1 and one_line(runtime.stderr), runtime.stderr
     assert "is it a streamlearn checkpoint?" in runtime.stderr
 
@@ -247,3 +250,12 @@ def test_embed_refuses_a_model_folder_without_a_model(tmp_path: Path, capsys) ->
     data.write_text('{"features": [1]}\n')
     assert main(["embed", "--model", str(tmp_path), str(data)]) == 2
     assert "holds no checkpoint or saved model" in capsys.readouterr().err
+
+
+def test_embed_refuses_a_model_file_that_is_not_a_model(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"features": [1]}\n')
+    assert main(["embed", "--model", str(data), str(data), "--output", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "is not a streamlearn model" in err
+    assert not (tmp_path / "out.jsonl").exists()  # refused before anything was written
