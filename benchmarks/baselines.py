@@ -14,6 +14,7 @@ not tuned for or against any stream.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
@@ -22,6 +23,9 @@ import numpy as np
 import torch
 from river import compose, drift, forest, linear_model, neighbors, preprocessing, tree
 from torch import nn
+
+from streamlearn.learner import Learner
+from streamlearn.model import Encoder
 
 __all__ = [
     "FineTune",
@@ -109,11 +113,13 @@ class RiverModel:
         return out
 
 
-def encoder_mlp(n_features: int, hidden: int = 256, out: int = 64) -> nn.Sequential:
-    """The learner's encoder architecture: in -> 256 -> 256 -> 64 with ReLU."""
-    return nn.Sequential(
-        nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out)
-    )
+def encoder_mlp(n_features: int) -> nn.Module:
+    """The learner's own encoder (``streamlearn.model.Encoder`` at the Learner's default sizes), freshly initialised.
+
+    The same module, not a look-alike: "same encoder" baselines differ from the learner only in how they train it.
+    """
+    defaults = inspect.signature(Learner).parameters
+    return Encoder(n_features, defaults["hidden_dim"].default, defaults["embedding_dim"].default)
 
 
 class _GrowingHead(nn.Module):

@@ -122,16 +122,33 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+def _param_groups(saved: list[dict], learner: Learner) -> list[dict]:
+    """The optimiser's saved parameter groups, with the parameters the saved model did not have yet added.
+
+    They come last (the encoder's linear path follows its MLP) and start with a fresh optimiser state.
+    """
+    current = learner.meta.optimizer.state_dict()["param_groups"]
+    if len(saved) != len(current):
+        return saved  # not ours to mend: the optimiser reports the mismatch
+    return [dict(group, params=now["params"]) if len(group["params"]) < len(now["params"]) else group
+            for group, now in zip(saved, current)]
+
+
 def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     """Rebuild a learner from :func:`to_state` output (drift detectors restart empty)."""
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
     # A 0.1 checkpoint has no linear_lr: its model had no linear head, and a restored model keeps its own.
     learner = Learner(meta["n_features"], **{"linear_lr": 0.0, **meta["hyperparameters"]})
-    learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "encoder").items()})
+    saved = _part(arrays, "encoder")
+    learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in saved.items()})
     if _part(arrays, "initial"):  # absent from an export: the seed rebuilds the same initial weights
         learner._initial = {k: torch.from_numpy(v.copy()) for k, v in _part(arrays, "initial").items()}
-        learner.meta = learner._meta_step()
+    # Weights the saved model did not have (the linear path, before it existed) start, and stay anchored, as loaded.
+    for name, value in learner.encoder.state_dict().items():
+        if name not in saved:
+            learner._initial[name] = value.detach().clone()
+    learner.meta = learner._meta_step()
     learner.normalizer.load_state(_part(arrays, "normalizer"))
     learner.head = PrototypeHead(learner.embedding_dim, per_class=learner.prototypes_per_class)
     learner.head.load_state(_part(arrays, "head"))
@@ -153,7 +170,7 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     for key, value in _part(arrays, "optim").items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = torch.from_numpy(value.copy())
-    learner.meta.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
+    learner.meta.optimizer.load_state_dict({"state": state, "param_groups": _param_groups(meta["optimizer_groups"], learner)})
     for name, value in meta["counters"].items():
         setattr(learner, f"_{name}", value)
     learner.meta.set_plasticity(meta["plasticity"])

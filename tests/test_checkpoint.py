@@ -183,3 +183,20 @@ def test_a_checkpoint_written_by_version_0_1_loads_as_the_model_it_was(trained):
     np.testing.assert_array_equal(old.embed(x), trained.embed(x))
     run(old, x, [f"c{v}" if v % 2 else v for v in labels])  # learning goes on; the vote refits with two views
     assert old.vote.n_views == 2
+
+
+def test_a_checkpoint_written_before_the_encoders_linear_path_loads_as_the_model_it_was(trained):
+    """Models saved before the input-to-embedding path had none: theirs loads as a zero map."""
+    import torch
+
+    arrays, meta = checkpoint.to_state(trained)
+    last = len(list(trained.encoder.parameters())) - 1  # the path's index in the optimiser
+    old_arrays = {k: v for k, v in arrays.items() if not k.endswith("skip.weight") and not k.startswith(f"optim.{last}.")}
+    assert len(old_arrays) < len(arrays) - 1
+    (group,) = meta["optimizer_groups"]
+    old = checkpoint.from_state(old_arrays, dict(meta, optimizer_groups=[dict(group, params=group["params"][:-1])]))
+    x, labels = blobs(200, seed=5)
+    with torch.no_grad():  # what the saved weights compute without the path
+        expected = trained.encoder.net(torch.from_numpy(trained.normalizer.transform(x))).numpy()
+    np.testing.assert_allclose(old.embed(x), expected, rtol=1e-5, atol=1e-5)
+    run(old, x, [f"c{v}" if v % 2 else v for v in labels])  # and it learns on
