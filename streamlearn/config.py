@@ -168,7 +168,7 @@ class LearnerSettings(_Section):
     episode_ways: PositiveInt = 10
     episode_shots: PositiveInt = 8
     episode_queries: PositiveInt = 8
-    memory_per_class: PositiveInt = 96
+    memory_per_class: PositiveInt = 200
     max_classes: PositiveInt = 1000
     prototypes_per_class: PositiveInt = 1
     neighbours: NonNegativeInt = 5

@@ -71,7 +71,7 @@ class Learner(RepairMixin):
         episode_ways: int = 10,
         episode_shots: int = 8,
         episode_queries: int = 8,
-        memory_per_class: int = 96,
+        memory_per_class: int = 200,
         max_classes: int = 1000,
         prototypes_per_class: int = 1,
         neighbours: int = 5,
