@@ -22,11 +22,14 @@ from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
 from streamlearn.concepts import Concept
 
-__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "Prepared", "latest_path", "load", "prepare", "save", "write"]
+__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "prepare", "save", "write"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "streamlearn/1"
+# 2: the encoder's linear path (`encoder.skip.weight`), which a reader of format 1 cannot load.
+FORMAT = "streamlearn/2"
+#: Formats this version reads (a format-1 model loads with a zero linear path and predicts as it did).
+READABLE_FORMATS = ("streamlearn/1", FORMAT)
 MODEL_FILE = "model.safetensors"
 #: The inference-only copy written beside each checkpoint: no raw samples, no optimiser, no concepts.
 EXPORT_FILE = "export.safetensors"
@@ -136,8 +139,9 @@ def _param_groups(saved: list[dict], learner: Learner) -> list[dict]:
 
 def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     """Rebuild a learner from :func:`to_state` output (drift detectors restart empty)."""
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected one of "
+                              f"{', '.join(READABLE_FORMATS)} (a newer streamlearn wrote it?)")
     # A 0.1 checkpoint has no linear_lr: its model had no linear head, and a restored model keeps its own.
     learner = Learner(meta["n_features"], **{"linear_lr": 0.0, **meta["hyperparameters"]})
     saved = _part(arrays, "encoder")

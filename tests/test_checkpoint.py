@@ -194,9 +194,16 @@ def test_a_checkpoint_written_before_the_encoders_linear_path_loads_as_the_model
     old_arrays = {k: v for k, v in arrays.items() if not k.endswith("skip.weight") and not k.startswith(f"optim.{last}.")}
     assert len(old_arrays) < len(arrays) - 1
     (group,) = meta["optimizer_groups"]
-    old = checkpoint.from_state(old_arrays, dict(meta, optimizer_groups=[dict(group, params=group["params"][:-1])]))
+    old = checkpoint.from_state(old_arrays, dict(meta, format="streamlearn/1",
+                                                 optimizer_groups=[dict(group, params=group["params"][:-1])]))
     x, labels = blobs(200, seed=5)
     with torch.no_grad():  # what the saved weights compute without the path
         expected = trained.encoder.net(torch.from_numpy(trained.normalizer.transform(x))).numpy()
     np.testing.assert_allclose(old.embed(x), expected, rtol=1e-5, atol=1e-5)
     run(old, x, [f"c{v}" if v % 2 else v for v in labels])  # and it learns on
+
+
+def test_a_checkpoint_of_an_unknown_format_is_refused_with_a_reason(trained):
+    arrays, meta = checkpoint.to_state(trained)
+    with pytest.raises(CheckpointError, match="unsupported checkpoint format 'streamlearn/9'"):
+        checkpoint.from_state(arrays, dict(meta, format="streamlearn/9"))

@@ -96,6 +96,7 @@ class KafkaSource:
                 position = self._positions.pop(tp, None)
                 if position is not None:
                     self._given_up[tp] = position
+                self._floors.pop(tp, None)  # settled again if it comes back
         if partitions:
             logger.info("partitions revoked %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions))
 
@@ -197,6 +198,9 @@ class KafkaSource:
             # Not fatal: the checkpoint holds the offsets, and a restart seeks to them.
             logger.warning("offset commit failed offsets=%s error=%s", dict(offsets), exc)
             return False
+        with self._lock:  # our own commit is the group's offset now (an admin may reset it later)
+            for tp in request:
+                self._floors.pop(tp, None)
         logger.debug("committed offsets=%s", dict(offsets))
         return True
 

@@ -9,16 +9,14 @@ __all__ = ["OnlineStandardizer"]
 # A feature's first _WARM_UP samples (from the stream's start, or from when a constant feature
 # starts to vary) are summarised afresh at every batch, robustly: values beyond _ROBUST_REACH robust
 # scales (1.4826 x the median absolute deviation) of the median are clipped, once at least
-# _MIN_ROBUST_ROWS rows are there. After that, values too far out of the running statistics
-# are clipped (see update and _reach).
+# _MIN_ROBUST_ROWS rows are there. After that, values beyond ``reach`` standard deviations of the
+# running statistics are clipped (see update).
 _WARM_UP = 32
 _ROBUST_REACH = 10.0
 _MIN_ROBUST_ROWS = 16
 # A spread below this fraction of a feature's magnitude is rounding noise in float32 (the
 # features' type): such a feature has been constant so far and has no scale yet.
 _NO_SPREAD = 1e-6
-# The most one value beyond the `reach` floor may raise a settled feature's variance (see _reach).
-_GLITCH_SHARE = 0.1
 # The z-score bound of statistics saved before the bound was part of the state.
 _LEGACY_CLIP = 6.0
 
@@ -39,7 +37,7 @@ class OnlineStandardizer:
     samples. Over a feature's first 32 samples (from the stream's start, or from when it
     starts to vary) its statistics are rebuilt from all of them at every batch, with values
     beyond 10 robust scales (median absolute deviation) of the median clipped; after that,
-    a value that would raise the variance by more than 10% counts as if at that edge.
+    values beyond 6 standard deviations of the running statistics count as if at that edge.
 
     Parameters
     ----------
@@ -54,14 +52,10 @@ class OnlineStandardizer:
         the prototype head and the neighbour vote compare; a feature that was constant so
         far would otherwise explode on its first change.
     reach
-        When the statistics learn a batch, values further out than the current standard
-        deviation times ``reach``, or times as much as lets one value raise the variance by
-        at most 10% (31.6 once 10,000 samples are in), count as if at that edge. Far enough,
-        once there are enough samples, that the spread of a sparse or heavy-tailed feature
-        is measured (a value seen once in ``p`` samples lies about ``sqrt(p)`` standard
-        deviations out: always 6, and a feature non-zero in 1% of the samples saw its
-        spread shrink to a fifth of the true one); near enough that one glitch moves the
-        scale little.
+        When the statistics learn a batch, values beyond ``reach`` standard deviations of the
+        current ones count as if at that edge, so a run of glitches cannot inflate the scale
+        batch after batch. (A sparse feature, non-zero in fewer than one sample in 36, sees
+        its spread shrink under this rule; with ``clip`` its rare values then read as +-3.)
     eps
         Smallest standard deviation used for scaling (absolute).
 
@@ -135,8 +129,8 @@ class OnlineStandardizer:
             robust = self._scaled[settled]
             if robust.any():
                 # One absurd (but finite) value must not wreck the scale for millions of samples:
-                # values beyond the reach of the current statistics count as if at its edge.
-                reach = self._reach(self.seen[settled]) * np.sqrt(v0)
+                # values beyond `reach` standard deviations of the current statistics count as if at that edge.
+                reach = self.reach * np.sqrt(v0)
                 xs = np.where(robust, np.clip(xs, m0 - reach, m0 + reach), xs)
             weight = np.maximum(n / seen[settled], min(1.0, n * self.min_rate))
             delta = xs.mean(axis=0) - m0
@@ -154,19 +148,6 @@ class OnlineStandardizer:
         self.count += n
         self._rows = rows[-_WARM_UP:]
         self._refresh_scale()
-
-    def _reach(self, seen: np.ndarray) -> np.ndarray:
-        """How many standard deviations out a value still counts in full, for features with ``seen`` samples.
-
-        As far as one value can go while raising the variance by at most ``_GLITCH_SHARE``
-        (it weighs 1 / ``seen`` of it, or ``min_rate`` once the statistics are a moving
-        average), and never less than ``reach``.
-
-        >>> OnlineStandardizer(1)._reach(np.array([100, 10_000, 10**6])).round(1).tolist()
-        [6.0, 31.6, 31.6]
-        """
-        weight = np.maximum(1.0 / np.maximum(seen, 1), self.min_rate)
-        return np.maximum(self.reach, np.sqrt(_GLITCH_SHARE / weight))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Clipped z-scores of ``x`` as float32 (a feature without a scale: 0 at its value, else +-clip)."""
