@@ -41,8 +41,9 @@ class _Joined(ConsumerRebalanceListener):
         self.done = True
 
 
-def _join_and_leave(kafka: KafkaSettings, source: KafkaSource, poll) -> set:
-    """A second member joins the group (the source polling meanwhile), then leaves without committing."""
+def _join_and_leave(kafka: KafkaSettings, source: KafkaSource, poll, before_leaving=None) -> set:
+    """A second member joins the group (the source polling meanwhile), then leaves without committing
+    (``before_leaving(consumer)``, if given, acts as that member first)."""
     joined = _Joined()
     other = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.group_id,
                           enable_auto_commit=False, session_timeout_ms=10_000)
@@ -53,6 +54,8 @@ def _join_and_leave(kafka: KafkaSettings, source: KafkaSource, poll) -> set:
         poll(1)
     assert joined.done, "the second member never joined the group"
     assignment = set(other.assignment())
+    if before_leaving is not None:
+        before_leaving(other)
     other.close(autocommit=False)  # the partition comes back to the source
     deadline = time.monotonic() + WAIT_S
     while not assignment <= source._consumer.assignment() and time.monotonic() < deadline:
@@ -126,22 +129,11 @@ def test_an_offset_captured_before_a_partition_went_away_does_not_move_the_group
         assert captured == {f"{kafka.samples_topic}:{p}": FIRST for p in (0, 1)}
         produce(kafka, range(FIRST, N))
 
-        joined = _Joined()
-        other = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, group_id=kafka.group_id,
-                              enable_auto_commit=False, session_timeout_ms=10_000)
-        other.subscribe([kafka.samples_topic], listener=joined)
-        deadline = time.monotonic() + WAIT_S
-        while not joined.done and time.monotonic() < deadline:
-            other.poll(timeout_ms=100, max_records=1)
-            poll(1)
-        assert joined.done, "the second member never joined the group"
-        (taken,) = other.assignment()
-        other.commit({taken: OffsetAndMetadata(N, "", -1)})  # it handled the whole partition
-        other.close(autocommit=False)
-        deadline = time.monotonic() + WAIT_S
-        while taken not in source._consumer.assignment() and time.monotonic() < deadline:
-            poll(1)
-        assert taken in source._consumer.assignment(), "the partition never came back"
+        def handle_all(other: KafkaConsumer) -> None:  # it handled its whole partition
+            (taken,) = other.assignment()
+            other.commit({taken: OffsetAndMetadata(N, "", -1)})
+
+        (taken,) = _join_and_leave(kafka, source, poll, before_leaving=handle_all)
         poll()  # the source learns where the group stands on the returned partition
 
         assert source.commit(captured)
