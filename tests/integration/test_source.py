@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
@@ -74,11 +74,9 @@ def produce(settings: KafkaSettings, offsets: range) -> None:
     producer.close()
 
 
-def test_a_rebalance_does_not_send_the_consumer_back_to_the_committed_offset(kafka: KafkaSettings) -> None:
-    # The source reads what is there; a second member joins (each member gets one partition: the
-    # group is rebalanced, so the source gives up both for a moment) and leaves without committing,
-    # as nothing is committed between two checkpoints; then more records arrive. Without care, the
-    # partitions handed back would be read again from their start: every sample learned twice.
+def _reader(kafka: KafkaSettings) -> tuple[KafkaSource, list[tuple[int, int]], Callable[..., None]]:
+    """A source on a topic holding FIRST records per partition, with a poll that notes (partition, offset)
+    of what it reads, once it has read at least FIRST of each partition (or WAIT_S passed)."""
     produce(kafka, range(FIRST))
     source = KafkaSource(kafka)
     read: list[tuple[int, int]] = []
@@ -86,13 +84,24 @@ def test_a_rebalance_does_not_send_the_consumer_back_to_the_committed_offset(kaf
     def poll(limit: int | None = None) -> None:
         read.extend((r.partition, r.offset) for r in source.poll(limit))
 
-    def count(partition: int) -> int:
-        return sum(1 for p, _ in read if p == partition)
-
+    deadline = time.monotonic() + WAIT_S
     try:
-        deadline = time.monotonic() + WAIT_S
-        while min(count(0), count(1)) < FIRST and time.monotonic() < deadline:
+        while min(sum(1 for p, _ in read if p == partition) for partition in (0, 1)) < FIRST \
+                and time.monotonic() < deadline:
             poll()
+    except BaseException:
+        source.close()
+        raise
+    return source, read, poll
+
+
+def test_a_rebalance_does_not_send_the_consumer_back_to_the_committed_offset(kafka: KafkaSettings) -> None:
+    # The source reads what is there; a second member joins (each member gets one partition: the
+    # group is rebalanced, so the source gives up both for a moment) and leaves without committing,
+    # as nothing is committed between two checkpoints; then more records arrive. Without care, the
+    # partitions handed back would be read again from their start: every sample learned twice.
+    source, read, poll = _reader(kafka)
+    try:
         assert sorted(read) == [(p, o) for p in (0, 1) for o in range(FIRST)]
 
         for _ in range(2):  # twice: the second time the source has read nothing since it got them back
@@ -114,17 +123,8 @@ def test_an_offset_captured_before_a_partition_went_away_does_not_move_the_group
     # A checkpoint captured (and written in the background) before a rebalance commits its offsets
     # afterwards. If another member handled a partition meanwhile and committed further on, the old
     # offset must not be committed over it: the group would read those records again.
-    produce(kafka, range(FIRST))
-    source = KafkaSource(kafka)
-    read: list[tuple[int, int]] = []
-
-    def poll(limit: int | None = None) -> None:
-        read.extend((r.partition, r.offset) for r in source.poll(limit))
-
+    source, read, poll = _reader(kafka)
     try:
-        deadline = time.monotonic() + WAIT_S
-        while len(read) < 2 * FIRST and time.monotonic() < deadline:
-            poll()
         captured = source.positions()  # what a background checkpoint would commit later
         assert captured == {f"{kafka.samples_topic}:{p}": FIRST for p in (0, 1)}
         produce(kafka, range(FIRST, N))
