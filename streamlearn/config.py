@@ -244,6 +244,8 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     """Turn one pydantic error into (dotted field, reason)."""
     field = ".".join(str(part) for part in error.get("loc", ())) or "settings"
     reason = error.get("msg", "invalid value")
+    if error.get("type") == "value_error":  # our own validators' message, without pydantic's "Value error, "
+        reason = str(error.get("ctx", {}).get("error", reason))
     if error.get("type") == "extra_forbidden":
         reason = "unknown setting"
     elif "input" in error and not isinstance(error["input"], dict) and not _is_secret(field):

@@ -128,6 +128,13 @@ def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, n
     assert info.value.field == field
 
 
+def test_a_reason_from_our_own_validators_reads_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMLEARN_API__ADMIN_TOKEN", "")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.reason == "must not be empty (leave it unset to turn admin endpoints off)"  # no "Value error, "
+
+
 @pytest.mark.parametrize("servers", ["127.0.0.1:9092", "a.example:9092,b.example:9093", "kafka", "[::1]:9092",
                                      "broker-0.kafka.svc.cluster.local:9092", "myproj_kafka_1:9092"])
 def test_usual_broker_lists_are_accepted(monkeypatch: pytest.MonkeyPatch, servers: str) -> None:
