@@ -165,6 +165,8 @@ class LearnerSettings(_Section):
     hidden_dim: PositiveInt = 128
     lr: float = Field(0.001, gt=0, allow_inf_nan=False)
     meta_every: PositiveInt = 16
+    meta_max_every: PositiveInt = 64
+    meta_calm_loss: float = Field(0.15, ge=0, allow_inf_nan=False)
     episode_ways: PositiveInt = 10
     episode_shots: PositiveInt = 8
     episode_queries: PositiveInt = 8

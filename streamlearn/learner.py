@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 _RECENT = 256  # labeled samples kept to judge and repair a drift
 _REFRESH_BUDGET = 4096  # memory samples embedded again per refresh when memory is larger (see _embed_memory)
+_LOSS_RATE = 0.1  # weight of the newest meta step in the running episode loss that paces the steps
+_LOSS_WARM_UP = 10  # meta steps the running loss needs before it may space steps out
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,14 @@ class Learner(RepairMixin):
 
     Every batch costs one forward pass for its embeddings; every ``meta_every`` labeled samples
     the encoder takes one episodic ProtoNet step on memory, pulled towards a frozen teacher
-    (the last good snapshot) by distillation. Drift detectors watch the error and the
-    embedding distances; on a rise of the error the repair policy keeps the model, re-estimates
-    prototypes from the new data (with raised plasticity) or restores a stored concept,
-    whichever does best on the post-change window.
+    (the last good snapshot) by distillation. While the running episode loss stays under
+    ``meta_calm_loss`` the episodes are solved already and their gradients are small: the
+    spacing doubles, up to ``meta_max_every`` labeled samples (at or below ``meta_every``:
+    never spaced), and drops back to ``meta_every`` as soon as the loss rises or a repair
+    changes the model. Drift detectors watch the error and the embedding distances; on a rise
+    of the error the repair policy keeps the model, re-estimates prototypes from the new data
+    (with raised plasticity) or restores a stored concept, whichever does best on the
+    post-change window.
 
     >>> rng = np.random.default_rng(0)
     >>> learner = Learner(seed=0, hidden_dim=32, embedding_dim=8)
@@ -68,6 +74,8 @@ class Learner(RepairMixin):
         hidden_dim: int = 128,
         lr: float = 1e-3,
         meta_every: int = 16,
+        meta_max_every: int = 64,
+        meta_calm_loss: float = 0.15,
         episode_ways: int = 10,
         episode_shots: int = 8,
         episode_queries: int = 8,
@@ -88,10 +96,16 @@ class Learner(RepairMixin):
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if n_features is not None and n_features < 1:
             raise ValueError(f"n_features must be >= 1, got {n_features}")
+        if meta_max_every < 1:
+            raise ValueError(f"meta_max_every must be >= 1, got {meta_max_every}")
+        if not meta_calm_loss >= 0:
+            raise ValueError(f"meta_calm_loss must be >= 0, got {meta_calm_loss}")
         self.embedding_dim = embedding_dim
         self.hidden_dim = hidden_dim
         self.lr = lr
         self.meta_every = meta_every
+        self.meta_max_every = meta_max_every
+        self.meta_calm_loss = meta_calm_loss
         self.episode_ways = episode_ways
         self.episode_shots = episode_shots
         self.episode_queries = episode_queries
@@ -142,6 +156,9 @@ class Learner(RepairMixin):
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
         self._since_meta = 0
+        self._meta_interval = self.meta_every  # labeled samples per meta step now (see _pace)
+        self._loss_ema: float | None = None  # running episode loss since the last change of model
+        self._loss_steps = 0  # meta steps in that running loss
         self._refresh_cursor = 0  # round robin over classes when memory exceeds the refresh budget
         self._concept_id = 0
         self._next_concept_id = 1
@@ -353,30 +370,53 @@ class Learner(RepairMixin):
 
     def _learn(self) -> bool:
         """Take the meta steps the labeled samples have earned; True when the encoder changed."""
-        steps = self._since_meta // self.meta_every
-        if steps == 0:
+        if self._since_meta < self._meta_interval:
             return False
-        self._since_meta -= steps * self.meta_every
         teacher = None if self._plastic_left > 0 else self.teacher
         losses = []
-        for _ in range(steps):
+        while self._since_meta >= self._meta_interval:
+            self._since_meta -= self._meta_interval
             episode = self.memory.sample_episode(self._rng, self.episode_ways, self.episode_shots, self.episode_queries)
             if episode is None:
+                self._since_meta %= self._meta_interval
                 return False
             sx, sy, qx, qy = episode
             loss = self.meta.step((self.normalizer.transform(sx), sy, self.normalizer.transform(qx), qy), teacher)
             if loss is None:
+                self._since_meta %= self._meta_interval
                 if self._numeric_fault():
                     return True  # rolled back (prototypes refitted, version bumped)
                 if not losses:
                     return False
                 break  # no snapshot to go back to: keep the steps that did succeed, consistently
             losses.append(loss)
+            self._pace(loss)
         self.meta_updates += len(losses)
         self.last_loss = float(np.mean(losses))
         self._refit_prototypes()
         self._bump()
         return True
+
+    def _pace(self, loss: float) -> None:
+        """Space meta steps out while the episodes are solved already; every ``meta_every`` again when not.
+
+        A low episode loss means small gradients: steps then change little, and the prototype
+        head and memory keep up with the stream on their own. Never while plasticity is raised,
+        nor before the running loss has seen a few steps (a young memory makes easy episodes).
+        """
+        ema = loss if self._loss_ema is None else self._loss_ema + _LOSS_RATE * (loss - self._loss_ema)
+        self._loss_ema = ema
+        self._loss_steps += 1
+        if ema < self.meta_calm_loss and self._loss_steps >= _LOSS_WARM_UP and self._plastic_left == 0:
+            self._meta_interval = max(self.meta_every, min(2 * self._meta_interval, self.meta_max_every))
+        else:
+            self._meta_interval = self.meta_every
+
+    def _repace(self) -> None:
+        """The model changed under the running loss (repair, rollback): full pace until it is calm again."""
+        self._meta_interval = self.meta_every
+        self._loss_ema = None
+        self._loss_steps = 0
 
     def _embed_memory(self) -> tuple[np.ndarray, np.ndarray]:
         """Embed memory again with the current encoder and refit the neighbour vote.

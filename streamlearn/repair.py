@@ -121,6 +121,7 @@ class RepairMixin:
             self._record(detector, "keep")
             return False
         self.monitor = DriftMonitor(delta=self.drift_delta)
+        self._repace()
         if action != live:  # a new model; the live concept's own snapshot is the same model, rolled back
             self._since_repair = 0
         if action == "reestimate":
@@ -185,6 +186,7 @@ class RepairMixin:
         if self._good is None:
             return False
         self._restore(self._good)
+        self._repace()
         self._refit_prototypes()
         self.monitor = DriftMonitor(delta=self.drift_delta)  # statistics of the model rolled away from
         self._bump()

@@ -203,6 +203,19 @@ def test_a_checkpoint_written_before_the_encoders_linear_path_loads_as_the_model
     run(old, x, [f"c{v}" if v % 2 else v for v in labels])  # and it learns on
 
 
+def test_a_checkpoint_from_before_paced_meta_steps_keeps_a_step_every_meta_every_labels(trained):
+    arrays, meta = checkpoint.to_state(trained)
+    hyper = {k: v for k, v in meta["hyperparameters"].items() if k not in ("meta_max_every", "meta_calm_loss")}
+    counters = {k: v for k, v in meta["counters"].items() if k not in ("meta_interval", "loss_ema", "loss_steps")}
+    old = checkpoint.from_state(arrays, dict(meta, hyperparameters=hyper, counters=counters))
+    assert old.meta_max_every == old.meta_every == trained.meta_every
+    assert trained.meta_max_every > trained.meta_every  # the current default spaces steps out
+    before, expected = old.meta_updates, (old._since_meta + 640) // old.meta_every
+    x, labels = blobs(640, seed=6)
+    run(old, x, labels)
+    assert old.meta_updates - before == expected
+
+
 def test_a_checkpoint_of_an_unknown_format_is_refused_with_a_reason(trained):
     arrays, meta = checkpoint.to_state(trained)
     with pytest.raises(CheckpointError, match="unsupported checkpoint format 'streamlearn/9'"):

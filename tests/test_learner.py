@@ -75,12 +75,42 @@ def test_same_seed_gives_identical_predictions_and_other_seed_differs():
 
 
 def test_model_version_rises_with_meta_updates():
-    learner = Learner(seed=0, **SMALL)
+    learner = Learner(seed=0, **{**SMALL, "meta_max_every": 16})  # one step per 16 labels, never spaced out
     x, labels = blobs(128)
     out = run(learner, x, labels)
     versions = [v for r in out for v in r.model_versions]
     assert versions == sorted(versions) and versions[-1] > versions[0]
     assert learner.meta_updates == 128 // 16
+
+
+def _steps_per_label(learner, x, labels):
+    before = learner.meta_updates
+    run(learner, x, labels)
+    return (learner.meta_updates - before) / len(labels)
+
+
+def test_meta_steps_are_spaced_out_while_the_episodes_are_solved_and_back_to_full_pace_after_a_change():
+    learner = Learner(seed=0, **SMALL, meta_max_every=64)
+    steady = Learner(seed=0, **SMALL, meta_max_every=16)
+    x, labels = blobs(1600)
+    run(steady, x, labels)
+    run(learner, x[:1024], labels[:1024])
+    assert learner._loss_ema < learner.meta_calm_loss  # easy blobs: episodes solved
+    assert _steps_per_label(learner, x[1024:], labels[1024:]) == 1 / 64  # the widest spacing
+    # Spacing costs nothing on a solved stream: predictions as accurate as with a step every 16 labels.
+    xt, lt = blobs(400, seed=7)
+    assert np.mean(np.array(learner.predict(xt)[0]) == lt) >= np.mean(np.array(steady.predict(xt)[0]) == lt) - 0.01
+    # A new concept (labels permuted) makes the learner repair: steps at the full pace again.
+    xb, lb = blobs(96, seed=2, label_perm=[1, 2, 3, 0])
+    run(learner, xb, lb)
+    assert [e.action for e in learner.drift_events if e.action != "keep"], "no repair"
+    assert learner._meta_interval == learner.meta_every
+
+
+def test_a_hard_stream_keeps_the_full_pace():
+    x, labels = blobs(1024, spread=3.0)  # overlapping classes: the episode loss stays high
+    paced, unpaced = (Learner(seed=0, **SMALL, meta_max_every=m) for m in (64, 16))
+    assert _steps_per_label(paced, x, labels) == _steps_per_label(unpaced, x, labels) > 1 / 20
 
 
 def test_rejects_wrong_dimension_and_non_finite():
