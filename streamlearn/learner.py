@@ -199,6 +199,11 @@ class Learner(RepairMixin):
         return self._n_features
 
     @property
+    def meta_spacing(self) -> int:
+        """Labeled samples per meta step now: ``meta_every``, or more while the episode loss is calm."""
+        return self._meta_interval
+
+    @property
     def classes(self) -> list[Label]:
         return self.registry.labels()
 
@@ -383,8 +388,10 @@ class Learner(RepairMixin):
             sx, sy, qx, qy = episode
             loss = self.meta.step((self.normalizer.transform(sx), sy, self.normalizer.transform(qx), qy), teacher)
             if loss is None:
-                self._since_meta %= self._meta_interval
-                if self._numeric_fault():
+                rolled = self._numeric_fault()
+                self._repace()  # a fault is no calm: full pace again...
+                self._since_meta %= self.meta_every  # ...and the labels of the failed steps are spent
+                if rolled:
                     return True  # rolled back (prototypes refitted, version bumped)
                 if not losses:
                     return False
@@ -400,20 +407,24 @@ class Learner(RepairMixin):
     def _pace(self, loss: float) -> None:
         """Space meta steps out while the episodes are solved already; every ``meta_every`` again when not.
 
-        A low episode loss means small gradients: steps then change little, and the prototype
-        head and memory keep up with the stream on their own. Never while plasticity is raised,
-        nor before the running loss has seen a few steps (a young memory makes easy episodes).
+        A low episode loss (ProtoNet plus distillation) means small gradients: steps then change
+        little, and the prototype head and memory keep up with the stream on their own. Never
+        while plasticity is raised (those steps, with no teacher, do not count towards the running
+        loss), nor before the running loss has seen a few steps (a young memory makes easy episodes).
         """
+        if self._plastic_left > 0:
+            self._meta_interval = self.meta_every
+            return
         ema = loss if self._loss_ema is None else self._loss_ema + _LOSS_RATE * (loss - self._loss_ema)
         self._loss_ema = ema
         self._loss_steps += 1
-        if ema < self.meta_calm_loss and self._loss_steps >= _LOSS_WARM_UP and self._plastic_left == 0:
+        if ema < self.meta_calm_loss and self._loss_steps >= _LOSS_WARM_UP:
             self._meta_interval = max(self.meta_every, min(2 * self._meta_interval, self.meta_max_every))
         else:
             self._meta_interval = self.meta_every
 
     def _repace(self) -> None:
-        """The model changed under the running loss (repair, rollback): full pace until it is calm again."""
+        """The model changed under the running loss (repair, rollback, fault): full pace until it is calm again."""
         self._meta_interval = self.meta_every
         self._loss_ema = None
         self._loss_steps = 0

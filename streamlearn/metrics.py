@@ -65,6 +65,12 @@ class Metrics:
         self.meta_updates = Counter(
             "streamlearn_meta_updates_total", "Meta-learning steps taken by the learner.", registry=r,
         )
+        self.meta_spacing = Gauge(
+            "streamlearn_meta_spacing_labels",
+            "Labeled samples per meta-learning step now: learner.meta_every, or up to learner.meta_max_every "
+            "while the episode loss is calm.",
+            registry=r,
+        )
         self.model_version = Gauge(
             "streamlearn_model_version", "Version of the model that embeds new samples.", registry=r,
         )
@@ -138,7 +144,7 @@ class Metrics:
             self.model_info.info(labels)
 
     def observe_learner(self, learner: Any, *, baseline: bool = False) -> None:
-        """Copy the learner's state into the metrics: version, loss, new meta steps, new drift events.
+        """Copy the learner's state into the metrics: version, loss, meta steps and their spacing, drift events.
 
         With ``baseline=True`` (a learner just restored from a checkpoint) the
         learner's past meta steps and drift events are taken as already counted.
@@ -149,6 +155,7 @@ class Metrics:
         loss = learner.last_loss
         if loss is not None and math.isfinite(loss):
             self.loss.set(loss)
+        self.meta_spacing.set(learner.meta_spacing)
         meta = int(learner.meta_updates)
         if not baseline and meta > self._meta_seen:
             self.meta_updates.inc(meta - self._meta_seen)

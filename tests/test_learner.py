@@ -96,7 +96,7 @@ def test_meta_steps_are_spaced_out_while_the_episodes_are_solved_and_back_to_ful
     run(steady, x, labels)
     run(learner, x[:1024], labels[:1024])
     assert learner._loss_ema < learner.meta_calm_loss  # easy blobs: episodes solved
-    assert _steps_per_label(learner, x[1024:], labels[1024:]) == 1 / 64  # the widest spacing
+    assert _steps_per_label(learner, x[1024:], labels[1024:]) == 1 / 64 == 1 / learner.meta_spacing  # the widest
     # Spacing costs nothing on a solved stream: predictions as accurate as with a step every 16 labels.
     xt, lt = blobs(400, seed=7)
     assert np.mean(np.array(learner.predict(xt)[0]) == lt) >= np.mean(np.array(steady.predict(xt)[0]) == lt) - 0.01
@@ -104,7 +104,27 @@ def test_meta_steps_are_spaced_out_while_the_episodes_are_solved_and_back_to_ful
     xb, lb = blobs(96, seed=2, label_perm=[1, 2, 3, 0])
     run(learner, xb, lb)
     assert [e.action for e in learner.drift_events if e.action != "keep"], "no repair"
-    assert learner._meta_interval == learner.meta_every
+    assert learner.meta_spacing == learner.meta_every
+
+
+def test_a_numeric_fault_brings_back_the_full_pace_without_a_burst_of_steps():
+    learner = Learner(seed=0, **SMALL, meta_max_every=64)
+    x, labels = blobs(1328)
+    run(learner, x[:1280], labels[:1280])
+    run(learner, x[1280:], labels[1280:], batch=48)
+    # Spaced out, with labels earned towards the next step: 3 steps' worth at the full pace.
+    assert learner.meta_spacing == 64 and learner._since_meta >= 48 and learner._good is not None
+    real_step = learner.meta.step
+    # A non-finite loss is hard to provoke on purpose: the step reports one, as MetaStep does on NaN.
+    learner.meta.step = lambda episode, teacher: None
+    xb, lb = blobs(64, seed=8)
+    run(learner, xb, lb, batch=64)  # earns a step at the spacing of 64
+    learner.meta.step = real_step
+    assert [e.action for e in learner.drift_events][-1] == "rollback"
+    assert learner.meta_spacing == learner.meta_every
+    before = learner.meta_updates
+    run(learner, xb[:16], lb[:16], batch=16)  # one step's worth of labels: one step, no backlog
+    assert learner.meta_updates - before <= 1
 
 
 def test_a_hard_stream_keeps_the_full_pace():

@@ -16,6 +16,7 @@ EXPECTED = {
     "streamlearn_samples": ("counter", {"outcome"}),
     "streamlearn_dead_letters": ("counter", {"reason"}),
     "streamlearn_meta_updates": ("counter", set()),
+    "streamlearn_meta_spacing_labels": ("gauge", set()),
     "streamlearn_model_version": ("gauge", set()),
     "streamlearn_drift_events": ("counter", {"detector"}),
     "streamlearn_prequential_accuracy": ("gauge", set()),
@@ -45,6 +46,7 @@ class FakeLearner:
     model_version: int = 0
     last_loss: float | None = None
     meta_updates: int = 0
+    meta_spacing: int = 16
     drift_events: list = field(default_factory=list)
 
 
@@ -146,7 +148,8 @@ def test_observe_learner_counts_only_new_meta_steps_and_drift_events():
     assert r.get_sample_value("streamlearn_meta_updates_total") == 0.0
     assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "adwin"}) == 0.0
     assert r.get_sample_value("streamlearn_model_version") == 3.0
-    learner.meta_updates = 13
+    assert r.get_sample_value("streamlearn_meta_spacing_labels") == 16.0
+    learner.meta_updates, learner.meta_spacing = 13, 64  # a calm stream: steps spaced out
     learner.drift_events.append(FakeEvent("adwin", 9, 2.0))
     learner.drift_events.append(FakeEvent("numeric_fault", 9, 2.0))
     learner.model_version = 4
@@ -156,6 +159,7 @@ def test_observe_learner_counts_only_new_meta_steps_and_drift_events():
     assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "adwin"}) == 1.0
     assert r.get_sample_value("streamlearn_drift_events_total", {"detector": "numeric_fault"}) == 1.0
     assert r.get_sample_value("streamlearn_model_version") == 4.0
+    assert r.get_sample_value("streamlearn_meta_spacing_labels") == 64.0
     learner.meta_updates = 1  # a reset: the counter must not go down
     m.observe_learner(learner)
     learner.meta_updates = 2
