@@ -50,8 +50,8 @@ class Learner(RepairMixin):
     (the last good snapshot) by distillation. While the running episode loss stays under
     ``meta_calm_loss`` the episodes are solved already and their gradients are small: the
     spacing doubles, up to ``meta_max_every`` labeled samples (at or below ``meta_every``:
-    never spaced), and drops back to ``meta_every`` as soon as the loss rises or a repair
-    changes the model. Drift detectors watch the error and the embedding distances; on a rise
+    never spaced), and drops back to ``meta_every`` once the running loss is at ``meta_calm_loss``
+    or above again, or a repair changes the model. Drift detectors watch the error and the embedding distances; on a rise
     of the error the repair policy keeps the model, re-estimates prototypes from the new data
     (with raised plasticity) or restores a stored concept, whichever does best on the
     post-change window.
