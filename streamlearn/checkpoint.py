@@ -146,7 +146,7 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     # A 0.1 checkpoint has no linear_lr: its model had no linear head, and a restored model keeps its own.
     # One from before the paced meta steps took a step every meta_every labels, and goes on so.
     hyper = meta["hyperparameters"]
-    learner = Learner(meta["n_features"], **{"linear_lr": 0.0, "meta_max_every": hyper.get("meta_every", 1), **hyper})
+    learner = Learner(meta["n_features"], **{"linear_lr": 0.0, "meta_max_every": hyper["meta_every"], **hyper})
     saved = _part(arrays, "encoder")
     learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in saved.items()})
     if _part(arrays, "initial"):  # absent from an export: the seed rebuilds the same initial weights

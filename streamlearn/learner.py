@@ -413,8 +413,7 @@ class Learner(RepairMixin):
         loss), nor before the running loss has seen a few steps (a young memory makes easy episodes).
         """
         if self._plastic_left > 0:
-            self._meta_interval = self.meta_every
-            return
+            return  # right after a re-estimate: _repace set the full pace, and it stays until this ends
         ema = loss if self._loss_ema is None else self._loss_ema + _LOSS_RATE * (loss - self._loss_ema)
         self._loss_ema = ema
         self._loss_steps += 1
