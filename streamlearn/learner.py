@@ -276,7 +276,7 @@ class Learner(RepairMixin):
         z = encode(self.encoder, xn)
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
-        alt = self._alternatives(z, xn, dists)  # (n, 3): the vote's, the linear head's, fused; -1 = none
+        alt = self._alternatives(z, xn, dists, labels)  # (n, 3): the vote's, the linear head's, fused; -1 = none
         z_sq = (z * z).sum(1)
         learned: list[tuple[int, int]] = []  # (row, slot) of the labeled samples, for the linear head
         labeled: list[int] = []  # slots of the labeled samples, for the class prior
@@ -338,7 +338,7 @@ class Learner(RepairMixin):
                     learned = []
                 dists = self._distances_after(z, i)  # repair may have changed any class
                 z_sq = (z * z).sum(1)
-                alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :])
+                alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :], labels[i + 1 :])
             drift.append(drifted)
         if not warm_up:
             self.normalizer.update(x)
@@ -352,13 +352,21 @@ class Learner(RepairMixin):
         self._maybe_snapshot()
         return BatchResult(z, preds, drift, versions, correct)
 
-    def _alternatives(self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray) -> np.ndarray:
+    def _alternatives(
+        self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray, labels: Sequence[Label | None]
+    ) -> np.ndarray:
         """Slots picked by the vote, the linear head and their fusion (n, 3) for embeddings ``z``, standardised ``xn``.
 
+        The rows are a batch in stream order with their ``labels``: the vote of a row also counts
+        the rows before it whose class it knows, as a per-sample learner would have stored them.
         -1 where that head is off or not ready yet.
         """
         alt = np.full((len(z), 3), -1, dtype=np.int64)
-        shares = self.vote.shares((z, xn)[: self.vote.n_views], dists) if self.vote is not None else None
+        shares = None
+        if self.vote is not None:
+            known = np.array([-1 if (slot := self.registry.slot_of(label)) is None else slot
+                              for label in labels], dtype=np.int64)
+            shares = self.vote.shares((z, xn)[: self.vote.n_views], dists, known)
         if shares is not None:
             alt[:, 0] = shares.argmax(1)
         if self.linear is not None and self.linear.ready:

@@ -363,6 +363,35 @@ def test_vote_shares_are_distributions(seed, k):
     assert NeighbourVote(k=50).shares(queries) is None  # fewer than k neighbours: no answer
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_a_batch_votes_as_if_each_labeled_row_had_been_stored_before_the_next(seed, k):
+    """Oracle: row j's shares equal those of a vote refitted with the stored rows plus the known rows before j."""
+    ref, slots, queries = vote_data(seed, rows=40, dim=3, classes=4, queries=12)
+    rng = np.random.default_rng(seed + 1)
+    weights = rng.uniform(1, 50, int(slots.max()) + 1)
+    earlier = rng.integers(-1, int(slots.max()) + 1, len(queries))  # -1: no label
+    views = lambda rows: [rows, rows * 2]  # noqa: E731 - two views of the same rows
+    vote = NeighbourVote(k=k)
+    vote.fit(views(ref), slots, weights)
+    shares = vote.shares(views(queries), earlier_slots=earlier)
+    for j in range(len(queries)):
+        before = np.flatnonzero(earlier[:j] >= 0)
+        oracle = NeighbourVote(k=k)
+        oracle.fit(views(np.concatenate([ref, queries[before]])), np.concatenate([slots, earlier[before]]), weights)
+        np.testing.assert_allclose(shares[j], oracle.shares(views(queries[j : j + 1]))[0], rtol=1e-5, atol=1e-9)
+
+
+def test_a_batch_row_of_a_class_the_vote_was_not_fitted_with_is_no_neighbour():
+    vote = NeighbourVote(k=1)
+    vote.fit(np.array([[0.0], [5.0]]), np.array([0, 1]))
+    batch = np.array([[9.0], [9.1]])
+    assert vote.shares(batch, earlier_slots=np.array([7, -1])).argmax(1).tolist() == [1, 1]
+    assert vote.shares(batch, earlier_slots=np.array([-1, 0])).argmax(1).tolist() == [1, 1]  # never its own label
+    with pytest.raises(ValueError, match="one slot per query row"):
+        vote.shares(batch, earlier_slots=np.array([0]))
+
+
 def test_linear_probabilities_sum_to_one_over_the_learned_classes_only():
     head = LinearHead(n_inputs=2, lr=0.5)
     head.learn(np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32), np.array([0, 2]))

@@ -101,10 +101,23 @@ class NeighbourVote:
         shares = self.shares(views, class_distances)
         return np.full(len(_as_views(views)[0]), -1) if shares is None else shares.argmax(1)
 
-    def shares(self, views: Views, class_distances: np.ndarray | None = None) -> np.ndarray | None:
+    def shares(
+        self, views: Views, class_distances: np.ndarray | None = None, earlier_slots: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Each class's share of every query row's (weighted) votes (n, slots), rows summing to 1.
 
-        None when there are fewer than ``k`` neighbours; arguments as for :meth:`predict`.
+        None when there are fewer than ``k`` neighbours; ``views`` and ``class_distances`` as for
+        :meth:`predict`. ``earlier_slots`` (n,), when given, makes the query rows a batch in stream
+        order whose labels are known: the class slot of every row, -1 for a row without one (or of a
+        class the vote was not fitted with). Row j then also takes the rows before it as neighbours,
+        as if each had been stored as soon as it was learned, which is what a per-sample learner
+        would see; row j never sees its own class nor a later row's.
+
+        >>> vote = NeighbourVote(k=1)
+        >>> vote.fit(np.array([[0.0], [5.0]]), np.array([0, 1]))
+        >>> batch = np.array([[9.0], [9.1]])  # the first row is labeled class 0; the second has no label
+        >>> vote.shares(batch, earlier_slots=np.array([0, -1])).argmax(1).tolist()  # stored only: class 1
+        [1, 0]
         """
         queries = _as_views(views)
         if len(queries) != len(self._views):
@@ -114,13 +127,19 @@ class NeighbourVote:
             return None
         cand = self._candidates(class_distances) if len(self._slots) > self.exact_up_to else None
         n_slots = int(self._slots.max()) + 1
+        earlier = self._earlier(earlier_slots, n, n_slots)
+        # Row j may take row i as a neighbour only if i < j and i's class is known.
+        blocked = None if earlier is None else ~(np.tri(n, n, -1, dtype=bool) & (earlier >= 0))
         votes = np.zeros(n * n_slots)
         rows = np.repeat(np.arange(n) * n_slots, self.k)
         for query, ref, ref_sq in zip(queries, self._views, self._sq):
             idx, near = self._nearest(query, ref, ref_sq, cand)
+            found = self._slots[idx]
+            if earlier is not None:
+                found, near = self._with_earlier(query, earlier, blocked, found, near)
             weight = 1.0 / (near + 1e-6 * (near.mean(1, keepdims=True) + 1e-12))
             weight /= weight.sum(1, keepdims=True)
-            votes += np.bincount(rows + self._slots[idx].ravel(), weights=weight.ravel(), minlength=len(votes))
+            votes += np.bincount(rows + found.ravel(), weights=weight.ravel(), minlength=len(votes))
         votes = votes.reshape(n, n_slots)
         if self._weights is not None:
             votes *= self._weights[:n_slots]
@@ -144,6 +163,38 @@ class NeighbourVote:
         near, local = torch.topk(torch.from_numpy(d), self.k, dim=1, largest=False, sorted=False)
         idx = local.numpy() if cand is None else np.take_along_axis(cand, local.numpy(), axis=1)
         return idx, np.maximum(near.numpy(), 0.0)
+
+    @staticmethod
+    def _earlier(earlier_slots: np.ndarray | None, n: int, n_slots: int) -> np.ndarray | None:
+        """The batch's usable class slots (-1: not a neighbour), or None when no row of it can be one."""
+        if earlier_slots is None or n < 2:
+            return None
+        earlier = np.asarray(earlier_slots, dtype=np.int64)
+        if earlier.shape != (n,):
+            raise ValueError(f"earlier_slots needs one slot per query row ({n}), got shape {earlier.shape}")
+        earlier = np.where(earlier < n_slots, earlier, -1)  # a class unknown to the fit has no weight here
+        return earlier if (earlier[:-1] >= 0).any() else None
+
+    def _with_earlier(
+        self, query: np.ndarray, earlier: np.ndarray, blocked: np.ndarray, found: np.ndarray, near: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and squared distances (n, k) of the ``k`` nearest among the stored rows and the earlier query rows.
+
+        ``found``/``near`` are the stored neighbours' slots and squared distances; row j may add
+        any row i of the batch with slot ``earlier[i]`` unless ``blocked[j, i]``.
+        """
+        n = len(query)
+        sq = (query * query).sum(1)
+        d = query @ query.T
+        d *= -2.0
+        d += sq
+        d += sq[:, None]
+        np.maximum(d, 0.0, out=d)
+        d[blocked] = np.inf
+        near, pos = torch.topk(torch.from_numpy(np.concatenate([near, d], axis=1)), self.k, dim=1,
+                               largest=False, sorted=False)
+        slots = np.concatenate([found, np.broadcast_to(earlier, (n, n))], axis=1)
+        return np.take_along_axis(slots, pos.numpy(), axis=1), near.numpy()
 
     def _candidates(self, class_distances: np.ndarray | None) -> np.ndarray | None:
         """Neighbour indices of each row's nearest classes (-1 padded), or None to search them all."""
