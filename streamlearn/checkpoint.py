@@ -39,7 +39,7 @@ _EXPORT_PREFIXES = ("encoder.", "normalizer.", "head.", "vote.view0", "vote.slot
 LATEST = "LATEST"
 # A checkpoint without one of these (written before it existed) leaves the fresh learner's value.
 _COUNTERS = ("since_meta", "since_drift", "since_repair", "since_snapshot", "plastic_left", "recheck_in", "concept_id",
-             "next_concept_id", "meta_interval", "loss_ema", "loss_steps")
+             "next_concept_id", "meta_interval", "loss_ema", "loss_steps", "loss_slow")
 
 
 
@@ -144,9 +144,11 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
         raise CheckpointError(f"unsupported checkpoint format {meta.get('format')!r}, expected one of "
                               f"{', '.join(READABLE_FORMATS)} (a newer streamlearn wrote it?)")
     # A 0.1 checkpoint has no linear_lr: its model had no linear head, and a restored model keeps its own.
-    # One from before the paced meta steps took a step every meta_every labels, and goes on so.
+    # One from before the paced meta steps took a step every meta_every labels, and goes on so; one from
+    # before steps came sooner on a falling loss never took them sooner, and does not now.
     hyper = meta["hyperparameters"]
-    learner = Learner(meta["n_features"], **{"linear_lr": 0.0, "meta_max_every": hyper["meta_every"], **hyper})
+    learner = Learner(meta["n_features"], **{"linear_lr": 0.0, "meta_max_every": hyper["meta_every"],
+                                             "meta_min_every": hyper["meta_every"], **hyper})
     saved = _part(arrays, "encoder")
     learner.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in saved.items()})
     if _part(arrays, "initial"):  # absent from an export: the seed rebuilds the same initial weights

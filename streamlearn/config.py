@@ -166,6 +166,7 @@ class LearnerSettings(_Section):
     lr: float = Field(0.001, gt=0, allow_inf_nan=False)
     meta_every: PositiveInt = 16
     meta_max_every: PositiveInt = 64
+    meta_min_every: PositiveInt = 4
     meta_calm_loss: float = Field(0.15, ge=0, allow_inf_nan=False)
     episode_ways: PositiveInt = 10
     episode_shots: PositiveInt = 8

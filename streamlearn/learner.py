@@ -29,6 +29,9 @@ _RECENT = 256  # labeled samples kept to judge and repair a drift
 _REFRESH_BUDGET = 4096  # memory samples embedded again per refresh when memory is larger (see _embed_memory)
 _LOSS_RATE = 0.1  # weight of the newest meta step in the running episode loss that paces the steps
 _LOSS_WARM_UP = 10  # meta steps the running loss needs before it may space steps out
+_SLOW_RATE = 0.02  # the same for the slow running loss that the running loss is compared with
+_FALLING_WARM_UP = 20  # meta steps both need before a falling loss may bring the steps closer
+_FALLING = 0.1  # the running loss is falling while it is this fraction below the slow one
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,10 @@ class Learner(RepairMixin):
     ``meta_calm_loss`` the episodes are solved already and their gradients are small: the
     spacing doubles, up to ``meta_max_every`` labeled samples (at or below ``meta_every``:
     never spaced), and drops back to ``meta_every`` once the running loss is at ``meta_calm_loss``
-    or above again, or a repair changes the model. Drift detectors watch the error and the embedding distances; on a rise
+    or above again, or a repair changes the model. While the running loss is still falling
+    (10% under a slower running average of it) the steps are still being learned from: a step
+    every ``meta_min_every`` labeled samples then (at or above ``meta_every``: never sooner).
+    Drift detectors watch the error and the embedding distances; on a rise
     of the error the repair policy keeps the model, re-estimates prototypes from the new data
     (with raised plasticity) or restores a stored concept, whichever does best on the
     post-change window.
@@ -75,6 +81,7 @@ class Learner(RepairMixin):
         lr: float = 1e-3,
         meta_every: int = 16,
         meta_max_every: int = 64,
+        meta_min_every: int = 4,
         meta_calm_loss: float = 0.15,
         episode_ways: int = 10,
         episode_shots: int = 8,
@@ -98,6 +105,8 @@ class Learner(RepairMixin):
             raise ValueError(f"n_features must be >= 1, got {n_features}")
         if meta_max_every < 1:
             raise ValueError(f"meta_max_every must be >= 1, got {meta_max_every}")
+        if meta_min_every < 1:
+            raise ValueError(f"meta_min_every must be >= 1, got {meta_min_every}")
         if not meta_calm_loss >= 0:
             raise ValueError(f"meta_calm_loss must be >= 0, got {meta_calm_loss}")
         self.embedding_dim = embedding_dim
@@ -105,6 +114,7 @@ class Learner(RepairMixin):
         self.lr = lr
         self.meta_every = meta_every
         self.meta_max_every = meta_max_every
+        self.meta_min_every = meta_min_every
         self.meta_calm_loss = meta_calm_loss
         self.episode_ways = episode_ways
         self.episode_shots = episode_shots
@@ -159,6 +169,7 @@ class Learner(RepairMixin):
         self._meta_interval = self.meta_every  # labeled samples per meta step now (see _pace)
         self._loss_ema: float | None = None  # running episode loss since the last change of model
         self._loss_steps = 0  # meta steps in that running loss
+        self._loss_slow: float | None = None  # a slower running episode loss over the same steps
         self._refresh_cursor = 0  # round robin over classes when memory exceeds the refresh budget
         self._concept_id = 0
         self._next_concept_id = 1
@@ -413,27 +424,34 @@ class Learner(RepairMixin):
         return True
 
     def _pace(self, loss: float) -> None:
-        """Space meta steps out while the episodes are solved already; every ``meta_every`` again when not.
+        """Space meta steps out while the episodes are solved already, bring them closer while the loss still falls.
 
         A low episode loss (ProtoNet plus distillation) means small gradients: steps then change
-        little, and the prototype head and memory keep up with the stream on their own. Never
-        while plasticity is raised (those steps, with no teacher, do not count towards the running
-        loss), nor before the running loss has seen a few steps (a young memory makes easy episodes).
+        little, and the prototype head and memory keep up with the stream on their own. A running
+        loss well under its own slower average means each step still teaches the encoder
+        something: a stream whose classes take many steps to learn (a boundary across many
+        features, say) gets them sooner. A loss that has stopped falling (label noise, or the
+        best this encoder does) goes back to a step every ``meta_every`` labels. Never while
+        plasticity is raised (those steps, with no teacher, do not count towards the running
+        losses), nor before they have seen a few steps (a young memory makes easy episodes).
         """
         if self._plastic_left > 0:
             return  # right after a re-estimate: _repace set the full pace, and it stays until this ends
         ema = loss if self._loss_ema is None else self._loss_ema + _LOSS_RATE * (loss - self._loss_ema)
-        self._loss_ema = ema
+        slow = loss if self._loss_slow is None else self._loss_slow + _SLOW_RATE * (loss - self._loss_slow)
+        self._loss_ema, self._loss_slow = ema, slow
         self._loss_steps += 1
         if ema < self.meta_calm_loss and self._loss_steps >= _LOSS_WARM_UP:
             self._meta_interval = max(self.meta_every, min(2 * self._meta_interval, self.meta_max_every))
+        elif self._loss_steps >= _FALLING_WARM_UP and slow - ema > _FALLING * slow:
+            self._meta_interval = min(self.meta_min_every, self.meta_every)
         else:
             self._meta_interval = self.meta_every
 
     def _repace(self) -> None:
-        """The model changed under the running loss (repair, rollback, fault): full pace until it is calm again."""
+        """The model changed under the running losses (repair, rollback, fault): every ``meta_every`` until they tell."""
         self._meta_interval = self.meta_every
-        self._loss_ema = None
+        self._loss_ema = self._loss_slow = None
         self._loss_steps = 0
 
     def _embed_memory(self) -> tuple[np.ndarray, np.ndarray]:

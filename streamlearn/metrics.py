@@ -67,8 +67,8 @@ class Metrics:
         )
         self.meta_spacing = Gauge(
             "streamlearn_meta_spacing_labels",
-            "Labeled samples per meta-learning step now: learner.meta_every, or up to learner.meta_max_every "
-            "while the episode loss is calm.",
+            "Labeled samples per meta-learning step now: learner.meta_every, up to learner.meta_max_every "
+            "while the episode loss is calm, learner.meta_min_every while it is still falling.",
             registry=r,
         )
         self.model_version = Gauge(

@@ -216,6 +216,21 @@ def test_a_checkpoint_from_before_paced_meta_steps_keeps_a_step_every_meta_every
     assert old.meta_updates - before == expected
 
 
+def test_a_checkpoint_from_before_sooner_steps_never_takes_them_sooner(trained):
+    arrays, meta = checkpoint.to_state(trained)
+    hyper = {k: v for k, v in meta["hyperparameters"].items() if k != "meta_min_every"}
+    counters = {k: v for k, v in meta["counters"].items() if k != "loss_slow"}
+    old = checkpoint.from_state(arrays, dict(meta, hyperparameters=hyper, counters=counters))
+    assert old.meta_min_every == old.meta_every and trained.meta_min_every < trained.meta_every
+    assert old._loss_slow is None and old._loss_ema is not None  # its running loss goes on; the slow one starts
+    x, labels = blobs(640, seed=6, spread=3.0)  # hard enough to keep the steps at meta_every
+    spacings = []
+    for i in range(0, 640, 32):
+        old.process(x[i : i + 32], labels[i : i + 32])
+        spacings.append(old.meta_spacing)
+    assert min(spacings) >= old.meta_every and old._loss_slow is not None
+
+
 def test_a_checkpoint_of_an_unknown_format_is_refused_with_a_reason(trained):
     arrays, meta = checkpoint.to_state(trained)
     with pytest.raises(CheckpointError, match="unsupported checkpoint format 'streamlearn/9'"):

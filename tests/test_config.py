@@ -120,6 +120,7 @@ def test_invalid_yaml_values_name_the_field(tmp_path: Path, yaml_text: str, fiel
         ("STREAMLEARN_KAFKA__POLL_TIMEOUT_MS", "0", "kafka.poll_timeout_ms"),  # an idle loop would spin
         ("STREAMLEARN_LEARNER__META_CALM_LOSS", "-0.1", "learner.meta_calm_loss"),
         ("STREAMLEARN_LEARNER__META_MAX_EVERY", "0", "learner.meta_max_every"),
+        ("STREAMLEARN_LEARNER__META_MIN_EVERY", "0", "learner.meta_min_every"),
     ],
 )
 def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, name: str, value: str,

@@ -75,7 +75,7 @@ def test_same_seed_gives_identical_predictions_and_other_seed_differs():
 
 
 def test_model_version_rises_with_meta_updates():
-    learner = Learner(seed=0, **{**SMALL, "meta_max_every": 16})  # one step per 16 labels, never spaced out
+    learner = Learner(seed=0, **{**SMALL, "meta_max_every": 16, "meta_min_every": 16})  # one step per 16 labels
     x, labels = blobs(128)
     out = run(learner, x, labels)
     versions = [v for r in out for v in r.model_versions]
@@ -91,7 +91,7 @@ def _steps_per_label(learner, x, labels):
 
 def test_meta_steps_are_spaced_out_while_the_episodes_are_solved_and_back_to_full_pace_after_a_change():
     learner = Learner(seed=0, **SMALL, meta_max_every=64)
-    steady = Learner(seed=0, **SMALL, meta_max_every=16)
+    steady = Learner(seed=0, **SMALL, meta_max_every=16, meta_min_every=16)
     x, labels = blobs(1600)
     run(steady, x, labels)
     run(learner, x[:1024], labels[:1024])
@@ -127,10 +127,30 @@ def test_a_numeric_fault_brings_back_the_full_pace_without_a_burst_of_steps():
     assert learner.meta_updates - before <= 1
 
 
-def test_a_hard_stream_keeps_the_full_pace():
-    x, labels = blobs(1024, spread=3.0)  # overlapping classes: the episode loss stays high
-    paced, unpaced = (Learner(seed=0, **SMALL, meta_max_every=m) for m in (64, 16))
-    assert _steps_per_label(paced, x, labels) == _steps_per_label(unpaced, x, labels) > 1 / 20
+def test_a_hard_stream_whose_loss_has_stopped_falling_keeps_a_step_every_meta_every_labels():
+    x, labels = blobs(1024, spread=3.0)  # overlapping classes: the episode loss stays high, and flat
+    paced, unpaced, never_sooner = (Learner(seed=0, **SMALL, meta_max_every=m, meta_min_every=n)
+                                    for m, n in ((64, 4), (16, 4), (16, 16)))
+    assert (_steps_per_label(paced, x, labels) == _steps_per_label(unpaced, x, labels)
+            == _steps_per_label(never_sooner, x, labels) == 1 / 16)
+
+
+def test_steps_come_sooner_while_the_episode_loss_is_still_falling():
+    from sklearn.datasets import make_classification
+
+    # Four classes of two clusters each, on 10 of 20 features: many steps before the encoder has them.
+    x, y = make_classification(2048, 20, n_informative=10, n_classes=4, n_clusters_per_class=2, random_state=0)
+    x, labels = x.astype(np.float32), [int(v) for v in y]
+    hungry, steady = (Learner(seed=0, **SMALL, meta_min_every=m) for m in (4, 16))
+    spacings = []
+    for i in range(0, 1536, 32):
+        hungry.process(x[i : i + 32], labels[i : i + 32])
+        spacings.append(hungry.meta_spacing)
+    run(steady, x[:1536], labels[:1536])
+    assert steady.meta_updates == 1536 // 16
+    assert min(spacings) == 4 and hungry.meta_updates > 1.5 * steady.meta_updates
+    held_out = lambda learner: np.mean(np.array(learner.predict(x[1536:])[0]) == np.array(labels[1536:]))  # noqa: E731
+    assert held_out(hungry) > held_out(steady)
 
 
 def test_rejects_wrong_dimension_and_non_finite():
@@ -272,7 +292,8 @@ def test_the_linear_head_takes_over_when_a_hyperplane_separates_the_classes():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (3000, 31)).astype(np.float32)
     labels = ["high" if v > 0.6 else "low" for v in x[:, 0]]
-    with_linear, without = Learner(seed=0, **SMALL), Learner(seed=0, linear_lr=0, **SMALL)
+    # Steps at a fixed pace (none sooner while the loss falls), so the encoder has not caught up with the slab.
+    with_linear, without = (Learner(seed=0, linear_lr=lr, meta_min_every=16, **SMALL) for lr in (0.01, 0))
     acc_linear = np.mean([c for r in run(with_linear, x, labels)[-20:] for c in r.correct])
     acc_without = np.mean([c for r in run(without, x, labels)[-20:] for c in r.correct])
     assert acc_linear > acc_without + 0.05, (acc_linear, acc_without)

@@ -226,7 +226,7 @@ def _check_api(settings: Settings, service: Service) -> None:
     assert values[("streamlearn_checkpoint_duration_seconds_count", ())] >= 1
     assert values[("streamlearn_last_checkpoint_timestamp_seconds", ())] > time.time() - 600
     assert values[("streamlearn_meta_updates_total", ())] >= 1
-    assert 16 <= values[("streamlearn_meta_spacing_labels", ())] <= 64  # learner.meta_every .. meta_max_every
+    assert 4 <= values[("streamlearn_meta_spacing_labels", ())] <= 64  # learner.meta_min_every .. meta_max_every
     assert any(name == "streamlearn_model_info" and dict(labels).get("n_features") == "8"
                for name, labels in values)
 
