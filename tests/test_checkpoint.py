@@ -33,6 +33,9 @@ def test_round_trip_gives_identical_embeddings_predictions_and_future(tmp_path, 
     # are saved; only the drift detectors restart empty).
     a, b = run(trained, x, labels), run(loaded, x, labels)
     np.testing.assert_array_equal(a[-1].embeddings, b[-1].embeddings)
+    assert [r.predictions for r in a] == [r.predictions for r in b]
+    for name in ("meta_updates", "meta_spacing", "_loss_ema", "_loss_slow"):
+        assert getattr(loaded, name) == getattr(trained, name), name
     assert path.name == checkpoint.MODEL_FILE
 
 
@@ -216,19 +219,28 @@ def test_a_checkpoint_from_before_paced_meta_steps_keeps_a_step_every_meta_every
     assert old.meta_updates - before == expected
 
 
-def test_a_checkpoint_from_before_sooner_steps_never_takes_them_sooner(trained):
-    arrays, meta = checkpoint.to_state(trained)
+def test_a_checkpoint_from_before_sooner_steps_never_takes_them_sooner():
+    from sklearn.datasets import make_classification
+
+    # A stream whose episode loss keeps falling for a while (see test_learner): today's learner takes steps sooner.
+    x, y = make_classification(2048, 20, n_informative=10, n_classes=4, n_clusters_per_class=2, random_state=0)
+    x, labels = x.astype(np.float32), [int(v) for v in y]
+    learner = Learner(seed=0, **SMALL)
+    run(learner, x[:512], labels[:512])
+    arrays, meta = checkpoint.to_state(learner)
     hyper = {k: v for k, v in meta["hyperparameters"].items() if k != "meta_min_every"}
     counters = {k: v for k, v in meta["counters"].items() if k != "loss_slow"}
     old = checkpoint.from_state(arrays, dict(meta, hyperparameters=hyper, counters=counters))
-    assert old.meta_min_every == old.meta_every and trained.meta_min_every < trained.meta_every
+    current = checkpoint.from_state(arrays, meta)
+    assert old.meta_min_every == old.meta_every and current.meta_min_every < current.meta_every
     assert old._loss_slow is None and old._loss_ema is not None  # its running loss goes on; the slow one starts
-    x, labels = blobs(640, seed=6, spread=3.0)  # hard enough to keep the steps at meta_every
-    spacings = []
-    for i in range(0, 640, 32):
-        old.process(x[i : i + 32], labels[i : i + 32])
-        spacings.append(old.meta_spacing)
-    assert min(spacings) >= old.meta_every and old._loss_slow is not None
+    steps = []
+    for restored in (old, current):
+        before, expected = restored.meta_updates, (restored._since_meta + 1024) // restored.meta_every
+        run(restored, x[512:1536], labels[512:1536])
+        steps.append((restored.meta_updates - before, expected))
+    (old_steps, expected), (current_steps, _) = steps
+    assert old_steps == expected < current_steps and old._loss_slow is not None
 
 
 def test_a_checkpoint_of_an_unknown_format_is_refused_with_a_reason(trained):

@@ -153,6 +153,21 @@ def test_steps_come_sooner_while_the_episode_loss_is_still_falling():
     assert held_out(hungry) > held_out(steady)
 
 
+def test_within_a_batch_no_prediction_depends_on_its_own_or_a_later_label():
+    """Test-then-train holds inside a batch, whose earlier labeled rows also vote: change the labels
+    from row j on, and the predictions up to row j stay as they were."""
+    import copy
+
+    x, labels = blobs(700, spread=1.5)  # overlapping enough that the vote and the heads disagree at times
+    learner = Learner(seed=0, **SMALL)
+    run(learner, x[:444], labels[:444])
+    batch, truth = x[444:], labels[444:]
+    reference = copy.deepcopy(learner).process(batch, truth).predictions
+    for j in (0, 17, 128, 255):
+        changed = truth[:j] + [(v + 1) % 4 for v in truth[j:]]
+        assert copy.deepcopy(learner).process(batch, changed).predictions[: j + 1] == reference[: j + 1], j
+
+
 def test_rejects_wrong_dimension_and_non_finite():
     learner = Learner(n_features=8, seed=0, **SMALL)
     with pytest.raises(ValueError, match="expected 8 features"):

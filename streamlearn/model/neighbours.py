@@ -48,10 +48,13 @@ class NeighbourVote:
     array([0])
     """
 
-    def __init__(self, k: int = 5, exact_up_to: int = 4096, shortlist: int = 16):
+    def __init__(self, k: int = 5, exact_up_to: int = 4096, shortlist: int = 16, lookback: int = 256):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if lookback < 1:
+            raise ValueError(f"lookback must be >= 1, got {lookback}")
         self.k = k
+        self.lookback = lookback
         self.exact_up_to = exact_up_to
         self.shortlist = shortlist
         self.fit(np.zeros((0, 1), np.float32), np.zeros(0, np.int64))
@@ -109,9 +112,10 @@ class NeighbourVote:
         None when there are fewer than ``k`` neighbours; ``views`` and ``class_distances`` as for
         :meth:`predict`. ``earlier_slots`` (n,), when given, makes the query rows a batch in stream
         order whose labels are known: the class slot of every row, -1 for a row without one (or of a
-        class the vote was not fitted with). Row j then also takes the rows before it as neighbours,
-        as if each had been stored as soon as it was learned, which is what a per-sample learner
-        would see; row j never sees its own class nor a later row's.
+        class the vote was not fitted with). Row j then also takes the rows before it (up to
+        ``lookback`` of them) as neighbours, as if each had been stored as soon as it was learned,
+        which is what a per-sample learner would see; row j never sees its own class nor a later
+        row's. (With the shortlist, the batch's rows count whatever their class.)
 
         >>> vote = NeighbourVote(k=1)
         >>> vote.fit(np.array([[0.0], [5.0]]), np.array([0, 1]))
@@ -128,15 +132,14 @@ class NeighbourVote:
         cand = self._candidates(class_distances) if len(self._slots) > self.exact_up_to else None
         n_slots = int(self._slots.max()) + 1
         earlier = self._earlier(earlier_slots, n, n_slots)
-        # Row j may take row i as a neighbour only if i < j and i's class is known.
-        blocked = None if earlier is None else ~(np.tri(n, n, -1, dtype=bool) & (earlier >= 0))
+        blocks = None if earlier is None else self._blocks(earlier)
         votes = np.zeros(n * n_slots)
         rows = np.repeat(np.arange(n) * n_slots, self.k)
         for query, ref, ref_sq in zip(queries, self._views, self._sq):
             idx, near = self._nearest(query, ref, ref_sq, cand)
             found = self._slots[idx]
             if earlier is not None:
-                found, near = self._with_earlier(query, earlier, blocked, found, near)
+                found, near = self._with_earlier(query, earlier, blocks, found, near)
             weight = 1.0 / (near + 1e-6 * (near.mean(1, keepdims=True) + 1e-12))
             weight /= weight.sum(1, keepdims=True)
             votes += np.bincount(rows + found.ravel(), weights=weight.ravel(), minlength=len(votes))
@@ -175,26 +178,45 @@ class NeighbourVote:
         earlier = np.where(earlier < n_slots, earlier, -1)  # a class unknown to the fit has no weight here
         return earlier if (earlier[:-1] >= 0).any() else None
 
+    def _blocks(self, earlier: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
+        """The batch in blocks of ``lookback`` rows: ``(a, b, lo, blocked)`` for rows ``a:b``, whose candidates
+        are rows ``lo:b``; ``blocked[j - a, i - lo]`` unless ``j - lookback <= i < j`` and row i's class is known.
+
+        Rows go in blocks, so the cost of a batch grows with its size, not with its square.
+        """
+        n, step, out = len(earlier), self.lookback, []
+        for a in range(0, n, step):
+            b, lo = min(n, a + step), max(0, a - step)
+            allowed = np.tri(b - a, b - lo, a - lo - 1, dtype=bool)  # i < j
+            if lo < a:
+                allowed &= ~np.tri(b - a, b - lo, a - lo - step - 1, dtype=bool)  # i >= j - lookback
+            allowed &= earlier[lo:b] >= 0
+            out.append((a, b, lo, ~allowed))
+        return out
+
     def _with_earlier(
-        self, query: np.ndarray, earlier: np.ndarray, blocked: np.ndarray, found: np.ndarray, near: np.ndarray
+        self, query: np.ndarray, earlier: np.ndarray, blocks: list[tuple[int, int, int, np.ndarray]],
+        found: np.ndarray, near: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Slots and squared distances (n, k) of the ``k`` nearest among the stored rows and the earlier query rows.
 
-        ``found``/``near`` are the stored neighbours' slots and squared distances; row j may add
-        any row i of the batch with slot ``earlier[i]`` unless ``blocked[j, i]``.
+        ``found``/``near`` are the stored neighbours' slots and squared distances; ``blocks`` says which
+        rows of the batch each row may add (see :meth:`_blocks`).
         """
-        n = len(query)
         sq = (query * query).sum(1)
-        d = query @ query.T
-        d *= -2.0
-        d += sq
-        d += sq[:, None]
-        np.maximum(d, 0.0, out=d)
-        d[blocked] = np.inf
-        near, pos = torch.topk(torch.from_numpy(np.concatenate([near, d], axis=1)), self.k, dim=1,
-                               largest=False, sorted=False)
-        slots = np.concatenate([found, np.broadcast_to(earlier, (n, n))], axis=1)
-        return np.take_along_axis(slots, pos.numpy(), axis=1), near.numpy()
+        slots, dists = np.empty_like(found), np.empty_like(near)
+        for a, b, lo, blocked in blocks:
+            d = query[a:b] @ query[lo:b].T
+            d *= -2.0
+            d += sq[lo:b]
+            d += sq[a:b, None]
+            np.maximum(d, 0.0, out=d)
+            d[blocked] = np.inf
+            best, pos = torch.topk(torch.from_numpy(np.concatenate([near[a:b], d], axis=1)), self.k, dim=1,
+                                   largest=False, sorted=False)
+            both = np.concatenate([found[a:b], np.broadcast_to(earlier[lo:b], (b - a, b - lo))], axis=1)
+            slots[a:b], dists[a:b] = np.take_along_axis(both, pos.numpy(), axis=1), best.numpy()
+        return slots, dists
 
     def _candidates(self, class_distances: np.ndarray | None) -> np.ndarray | None:
         """Neighbour indices of each row's nearest classes (-1 padded), or None to search them all."""
