@@ -34,6 +34,11 @@ _FALLING_WARM_UP = 20  # meta steps both need before a falling loss may bring th
 _FALLING = 0.1  # the running loss is falling while it is this fraction below the slow one
 
 
+def _running(average: float | None, value: float, rate: float) -> float:
+    """A moving average after ``value``: ``value`` itself when there is none yet."""
+    return value if average is None else average + rate * (value - average)
+
+
 @dataclass(frozen=True)
 class BatchResult:
     """What the learner made of one batch, per sample, before learning from it."""
@@ -212,7 +217,7 @@ class Learner(RepairMixin):
 
     @property
     def meta_spacing(self) -> int:
-        """Labeled samples per meta step now: ``meta_every``, or more while the episode loss is calm."""
+        """Labeled samples per meta step now: ``meta_every``, more while the loss is calm, fewer while it falls."""
         return self._meta_interval
 
     @property
@@ -440,12 +445,12 @@ class Learner(RepairMixin):
         """
         if self._plastic_left > 0:
             return  # right after a re-estimate: _repace set the full pace, and it stays until this ends
-        ema = loss if self._loss_ema is None else self._loss_ema + _LOSS_RATE * (loss - self._loss_ema)
+        ema = _running(self._loss_ema, loss, _LOSS_RATE)
         # The slow average starts at the first loss after the last change of model and forgets it slowly
         # (2% a step): "falling" is measured against where the loss started as much as against its
         # recent past. (A bias-corrected average, their plain mean at first, did worse: 0.8277 vs 0.8297
         # on nine river/sklearn streams.)
-        slow = loss if self._loss_slow is None else self._loss_slow + _SLOW_RATE * (loss - self._loss_slow)
+        slow = _running(self._loss_slow, loss, _SLOW_RATE)
         self._loss_ema, self._loss_slow = ema, slow
         self._loss_steps += 1
         if ema < self.meta_calm_loss and self._loss_steps >= _LOSS_WARM_UP:

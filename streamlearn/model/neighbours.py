@@ -20,6 +20,15 @@ def _as_views(views: Views) -> list[np.ndarray]:
     return [np.atleast_2d(np.asarray(view, dtype=np.float32)) for view in views]
 
 
+def _squared_distances(dot: np.ndarray, query_sq: np.ndarray, ref_sq: np.ndarray) -> np.ndarray:
+    """Squared distances |q|^2 - 2 q.r + |r|^2 built in place from the dot products ``dot`` (n, m) of query
+    and stored rows, the queries' squared norms ``query_sq`` (n,) and the stored rows' ``ref_sq`` (m,) or (n, m)."""
+    dot *= -2.0
+    dot += ref_sq
+    dot += query_sq[:, None]
+    return dot
+
+
 def _frozen(array: np.ndarray) -> np.ndarray:
     """``array`` marked read-only, so that it can be shared (the vote takes ownership of what it is fitted on)."""
     array.setflags(write=False)
@@ -136,10 +145,11 @@ class NeighbourVote:
         votes = np.zeros(n * n_slots)
         rows = np.repeat(np.arange(n) * n_slots, self.k)
         for query, ref, ref_sq in zip(queries, self._views, self._sq):
-            idx, near = self._nearest(query, ref, ref_sq, cand)
+            query_sq = (query * query).sum(1)
+            idx, near = self._nearest(query, query_sq, ref, ref_sq, cand)
             found = self._slots[idx]
             if earlier is not None:
-                found, near = self._with_earlier(query, earlier, blocks, found, near)
+                found, near = self._with_earlier(query, query_sq, earlier, blocks, found, near)
             weight = 1.0 / (near + 1e-6 * (near.mean(1, keepdims=True) + 1e-12))
             weight /= weight.sum(1, keepdims=True)
             votes += np.bincount(rows + found.ravel(), weights=weight.ravel(), minlength=len(votes))
@@ -150,16 +160,14 @@ class NeighbourVote:
         return votes
 
     def _nearest(
-        self, query: np.ndarray, ref: np.ndarray, ref_sq: np.ndarray, cand: np.ndarray | None
+        self, query: np.ndarray, query_sq: np.ndarray, ref: np.ndarray, ref_sq: np.ndarray, cand: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Indices and squared distances (n, k) of each query row's ``k`` nearest stored rows."""
-        d = query @ ref.T  # squared distances, built in place: |q|^2 - 2 q.r + |r|^2
+        d = query @ ref.T
         if cand is not None:
             safe = np.maximum(cand, 0)
             d, ref_sq = np.take_along_axis(d, safe, axis=1), ref_sq[safe]
-        d *= -2.0
-        d += ref_sq
-        d += (query * query).sum(1, keepdims=True)
+        _squared_distances(d, query_sq, ref_sq)
         if cand is not None:
             d[cand < 0] = np.inf
         # torch's top-k: the same k smallest as numpy's argpartition, in a third to a half of the time.
@@ -195,21 +203,17 @@ class NeighbourVote:
         return out
 
     def _with_earlier(
-        self, query: np.ndarray, earlier: np.ndarray, blocks: list[tuple[int, int, int, np.ndarray]],
-        found: np.ndarray, near: np.ndarray,
+        self, query: np.ndarray, query_sq: np.ndarray, earlier: np.ndarray,
+        blocks: list[tuple[int, int, int, np.ndarray]], found: np.ndarray, near: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Slots and squared distances (n, k) of the ``k`` nearest among the stored rows and the earlier query rows.
 
         ``found``/``near`` are the stored neighbours' slots and squared distances; ``blocks`` says which
         rows of the batch each row may add (see :meth:`_blocks`).
         """
-        sq = (query * query).sum(1)
         slots, dists = np.empty_like(found), np.empty_like(near)
         for a, b, lo, blocked in blocks:
-            d = query[a:b] @ query[lo:b].T
-            d *= -2.0
-            d += sq[lo:b]
-            d += sq[a:b, None]
+            d = _squared_distances(query[a:b] @ query[lo:b].T, query_sq[a:b], query_sq[lo:b])
             np.maximum(d, 0.0, out=d)
             d[blocked] = np.inf
             best, pos = torch.topk(torch.from_numpy(np.concatenate([near[a:b], d], axis=1)), self.k, dim=1,
