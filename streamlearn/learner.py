@@ -288,7 +288,7 @@ class Learner(RepairMixin):
         # vote compares it with, which were embedded at the end of the last batch.
         warm_up = self.normalizer.count == 0
         if warm_up:
-            self.normalizer.update(x)
+            self._update_scales(x)
         xn = self.normalizer.transform(x)
         z = encode(self.encoder, xn)
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
@@ -360,7 +360,7 @@ class Learner(RepairMixin):
                     alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :], labels[i + 1 :])
             drift.append(drifted)
         if not warm_up:
-            self.normalizer.update(x)
+            self._update_scales(x)
         self.samples_seen += len(x)
         if learned and self.linear is not None:
             rows, slots = np.array(learned).T
@@ -370,6 +370,14 @@ class Learner(RepairMixin):
             self._embed_memory()  # the vote must see this batch's samples even without a meta step
         self._maybe_snapshot()
         return BatchResult(z, preds, drift, versions, correct)
+
+    def _update_scales(self, x: np.ndarray) -> None:
+        """The standardiser learns ``x``; a feature whose unit or offset changed for good is logged."""
+        self.normalizer.update(x)
+        moved, restarted = self.normalizer.moved, self.normalizer.restarted
+        if moved.size or restarted.size:
+            logger.info("feature scale changed", extra={"moved": moved.tolist(), "restarted": restarted.tolist(),
+                                                        "samples_seen": self.samples_seen})
 
     def _alternatives(
         self, z: np.ndarray, xn: np.ndarray, dists: np.ndarray, labels: Sequence[Label | None]

@@ -464,6 +464,27 @@ def test_rows_in_other_units_do_not_split_the_vote_from_its_samples():
     assert np.mean(hits[1000:]) > 0.95
 
 
+@pytest.mark.parametrize("factor", [1000.0, 0.001])
+def test_a_lasting_change_of_unit_on_half_the_features_is_followed_within_a_few_hundred_samples(factor, caplog):
+    # Unscaled features (1e4, 1, 1e-3 and an offset) whose first three change unit after 3,000 samples.
+    # With statistics that followed only at their moving rate, samples 200-1,000 after the change were
+    # predicted at 0.88 (x 1000) and 0.71 (x 0.001); the standardiser now takes the new scale at once.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 6)) * 2
+    y = rng.integers(0, 3, 4000)
+    x = (centres[y] + rng.normal(0, 1, (4000, 6))) * np.array([1e4, 1, 1e-3, 1, 1, 1]) + np.array([5e4, 0, 0, 0, 0, 0])
+    x[3000:, :3] *= factor
+    labels = [["cat", "dog", "owl"][v] for v in y]
+    learner, hits = Learner(seed=0), []
+    with caplog.at_level("INFO", logger="streamlearn.learner"):
+        for start in range(0, 4000, 16):
+            hits += learner.process(x[start:start + 16].astype(np.float32), labels[start:start + 16]).correct
+    assert np.mean(hits[2000:3000]) > 0.95
+    assert np.mean(hits[3200:]) > 0.95
+    changed = [r for r in caplog.records if r.getMessage() == "feature scale changed"]
+    assert changed and all(set(r.moved) | set(r.restarted) <= {0, 1, 2} for r in changed)
+
+
 def test_labels_from_numpy_arrays_are_the_same_classes_as_plain_ones_and_checkpoint(tmp_path):
     # list(y) of a numpy array gives numpy scalars: they were classes of their own, np.int64 labels
     # could not be checkpointed, and NaN (a missing label in a float column) made one class per sample.

@@ -446,3 +446,88 @@ def test_a_feature_held_at_levels_for_a_while_keeps_the_spread_across_its_levels
     for start in range(0, 40_000, 32):
         s.update(mode[start:start + 32, None])
     assert 1.0 < float(np.sqrt(s.var[0])) < 2.0
+
+
+def _z_after_change(factor: float, offset: float, batch: int) -> tuple[np.ndarray, OnlineStandardizer]:
+    """Two features, N(50, 10): the first changes unit (x factor + offset) after 5,000 rows; z-scores of
+    rows 500-800 after the change, each taken before its batch is learned (as the learner sees them)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(50.0, 10.0, (5_800, 2))
+    x[5_000:, 0] = x[5_000:, 0] * factor + offset
+    s = OnlineStandardizer(2)
+    z = []
+    for i in range(0, len(x), batch):
+        if i >= 5_500:
+            z.append(s.transform(x[i:i + batch]))
+        s.update(x[i:i + batch])
+    return np.concatenate(z), s
+
+
+@pytest.mark.parametrize("batch", [1, 8, 32, 200])
+@pytest.mark.parametrize("factor", [1000.0, 0.001], ids=["kilo", "milli"])
+def test_a_lasting_change_of_unit_gets_a_new_scale(factor, batch):
+    """Grams to milligrams on a sensor: before, every value after the change read as +-clip, or as one
+    constant, for thousands of rows (the running statistics move 1e-4 per row). Now the changed feature
+    spreads again within two windows of 32 (or two batches, when batches are larger); the other keeps
+    its scale."""
+    z, s = _z_after_change(factor, 0.0, batch)
+    changed, other = z[:, 0], z[:, 1]
+    assert np.mean(np.abs(changed) >= s.clip) < 0.05, "values pinned at the bound"
+    assert 0.3 < changed.std() < 2.0, changed.std()  # before: 0 (pinned, or one constant)
+    assert np.corrcoef(changed, other)[0, 1] ** 2 < 0.1
+    assert 0.8 < other.std() < 1.2
+
+
+@pytest.mark.parametrize("batch", [1, 32, 200])
+def test_a_lasting_offset_is_no_longer_pinned_at_the_bound(batch):
+    """Celsius to Kelvin: a jump of 27 standard deviations with the same spread. It cannot be told from a
+    feature moving to another operating level (see the test above), so the statistics widen to span
+    both ranges rather than start again: the values are no longer all at +clip, but their spread is
+    compressed (about 14 times here) until the moving statistics follow."""
+    z, s = _z_after_change(1.0, 273.0, batch)
+    assert np.mean(np.abs(z[:, 0]) >= s.clip) < 0.05  # before: all of them at +3
+    assert z[:, 0].std() > 0.03
+
+
+def test_without_a_lasting_change_no_feature_is_moved_or_restarted():
+    """Trends, heavy tails, sparse and coded features and glitches are not changes of unit: the statistics
+    go on as before. (A random walk that leaves its range for good is moved, as it should be.)"""
+    rng = np.random.default_rng(12)
+    n = 20_000
+    glitchy = rng.normal(0.0, 1.0, n)
+    glitchy[::32] = 1e9
+    x = np.column_stack([
+        np.arange(n) + rng.normal(0, 1, n),  # a timestamp
+        np.sin(np.arange(n) / 3000) + rng.normal(0, 1e-3, n),  # a slow cycle
+        rng.lognormal(0, 2, n), rng.pareto(1.1, n),  # heavy tails
+        (rng.random(n) < 0.05) * rng.normal(5, 1, n),  # sparse
+        (rng.random(n) < 0.5) * rng.normal(5, 1, n),
+        rng.integers(0, 3, n),  # a code
+        glitchy,
+    ])
+    for batch in (1, 32, 500):
+        s = OnlineStandardizer(x.shape[1])
+        for i in range(0, n, batch):
+            s.update(x[i:i + batch])
+            assert s.moved.size == 0 and s.restarted.size == 0, (batch, i, s.moved, s.restarted)
+
+
+def test_the_watch_for_changes_of_unit_travels_with_the_statistics():
+    rng = np.random.default_rng(13)
+    x = rng.normal(50.0, 10.0, (3_000, 2))
+    x[2_000:, 0] *= 0.001
+    s = OnlineStandardizer(2)
+    for i in range(0, 2_010, 10):
+        s.update(x[i:i + 10])
+    loaded = OnlineStandardizer(2)
+    loaded.load_state(s.state())
+    for i in range(2_010, len(x), 10):
+        s.update(x[i:i + 10])
+        loaded.update(x[i:i + 10])
+        np.testing.assert_array_equal(loaded.restarted, s.restarted)
+    np.testing.assert_array_equal(loaded.transform(x[-50:]), s.transform(x[-50:]))
+    older = {k: v for k, v in s.state().items() if k not in ("usual_spread", "windows", "alarms", "since_window")}
+    again = OnlineStandardizer(2)
+    again.load_state(older)  # a checkpoint from before the watch: same z-scores, the watch starts afresh
+    np.testing.assert_array_equal(again.transform(x[-50:]), s.transform(x[-50:]))
+    assert again.windows.tolist() == [0, 0]

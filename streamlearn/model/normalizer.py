@@ -19,6 +19,22 @@ _MIN_ROBUST_ROWS = 16
 _NO_SPREAD = 1e-6
 # The z-score bound of statistics saved before the bound was part of the state.
 _LEGACY_CLIP = 6.0
+# A unit or offset that changes for good (grams to kilograms, Celsius to Kelvin, a re-configured
+# sensor) is told from glitches and slow trends on windows of _WARM_UP rows, checked as they fill:
+# - moved: at least _MOVED of a window lies beyond ``reach`` standard deviations (a glitch is a few
+#   rows). The window's values then get half the weight of the statistics at once, so the scale
+#   spans both the old and the new range (a feature that moves between operating levels keeps the
+#   spread across its levels; a restart would shrink it to the noise within one level);
+# - rescaled: the window's spread is _RESCALED times above or below the usual spread of a window of
+#   this feature, in _PERSIST windows in a row (a slow trend has always had a small window spread, so
+#   its own usual spread is small too). The spread is robust (median absolute deviation), so
+#   glitches do not move it; a window with none (mostly one value, e.g. a sparse feature) is skipped.
+#   Such a feature's statistics start again from the last window.
+_MOVED = 0.75
+_RESCALED = float(np.log(30.0))
+_PERSIST = 2
+_USUAL_WINDOWS = 4  # windows before a feature's usual spread is trusted
+_USUAL_RATE = 0.05  # then its usual (log) spread follows the windows at this rate
 
 
 class OnlineStandardizer:
@@ -38,6 +54,14 @@ class OnlineStandardizer:
     starts to vary) its statistics are rebuilt from all of them at every batch, with values
     beyond 10 robust scales (median absolute deviation) of the median clipped; after that,
     values beyond 6 standard deviations of the running statistics count as if at that edge.
+
+    A change of unit or offset that lasts is a new scale, not a run of outliers. When three
+    quarters of a feature's latest 32 values lie beyond ``reach`` standard deviations, those
+    values get half the weight of its statistics at once; when two windows of 32 in a row
+    spread (median absolute deviation) 30 times more or less than the feature's windows
+    usually do, its statistics start again from the last window. ``moved`` and ``restarted``
+    list the features of the last update. Without this, the values after a change of unit
+    would all read as +-``clip`` (or as one constant) for thousands of samples.
 
     Parameters
     ----------
@@ -91,7 +115,16 @@ class OnlineStandardizer:
         self.seen = np.zeros(self.n_features, dtype=np.int64)  # samples in each feature's statistics
         self._rows = np.zeros((0, self.n_features))  # the latest _WARM_UP rows: young statistics are rebuilt from them
         self.legacy_floor = False  # statistics from a checkpoint written before per-feature scales (see load_state)
+        self._reset_regime()
         self._refresh_scale()
+
+    def _reset_regime(self) -> None:
+        self.usual_spread = np.zeros(self.n_features)  # log of the usual robust spread of a window of 32
+        self.windows = np.zeros(self.n_features, dtype=np.int64)  # windows in usual_spread
+        self.alarms = np.zeros(self.n_features, dtype=np.int64)  # rescaled windows in a row (sign: larger/smaller)
+        self.since_window = 0  # rows since the last window was checked
+        self.moved = np.zeros(0, dtype=np.int64)  # features whose values moved beyond reach in the last update
+        self.restarted = np.zeros(0, dtype=np.int64)  # features whose statistics started again in the last update
 
     def _floor(self, mean: np.ndarray) -> np.ndarray:
         """Per-feature spread below which a feature counts as constant."""
@@ -122,6 +155,11 @@ class OnlineStandardizer:
             starting &= (np.abs(x - self.mean) > self._constant_below).any(axis=0)
         young = starting | (self.seen < _WARM_UP)
         seen = np.where(starting, n, self.seen + n)
+        moved_rows, restart = self._changed_for_good(rows, n, young)
+        self.moved, self.restarted = np.flatnonzero(moved_rows), np.flatnonzero(restart)
+        if self.restarted.size:
+            young = young | restart
+            seen = np.where(restart, _WARM_UP, seen)
         mean, var = self.mean.copy(), self.var.copy()
         settled = ~young
         if settled.any():
@@ -144,10 +182,59 @@ class OnlineStandardizer:
             for length in np.unique(seen[cols]):
                 group = cols[seen[cols] == length]
                 mean[group], var[group] = _robust_moments(rows[-int(length):, group])
+        for length in np.unique(moved_rows[self.moved]):
+            # Half the weight to the values since the move, at once (their mean and spread, and the jump).
+            group = self.moved[moved_rows[self.moved] == length]
+            m1, v1 = _robust_moments(rows[-int(length):, group])
+            m0, v0 = mean[group], var[group]
+            mean[group] = 0.5 * (m0 + m1)
+            var[group] = 0.5 * (v0 + v1) + 0.25 * (m1 - m0) ** 2
         self.mean, self.var, self.seen = mean, var, seen
         self.count += n
         self._rows = rows[-_WARM_UP:]
         self._refresh_scale()
+
+    def _changed_for_good(self, rows: np.ndarray, n: int, young: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per feature: how many of the latest rows have moved (0: none), and whether its scale changed.
+
+        Checked once a window of _WARM_UP new rows has come in, on settled features with a scale.
+        """
+        since = np.zeros(self.n_features, dtype=np.int64)
+        restart = np.zeros(self.n_features, dtype=bool)
+        self.since_window += n
+        if self.since_window < _WARM_UP or len(rows) < _WARM_UP:
+            return since, restart
+        self.since_window = 0
+        window = rows[-_WARM_UP:]
+        cols = np.flatnonzero(~young & self._scaled)
+        if cols.size == 0:
+            return since, restart
+        w = window[:, cols]
+        std = np.sqrt(self.var[cols])
+        beyond = np.abs(w - self.mean[cols]) > self.reach * std
+        moved = beyond.mean(axis=0) >= _MOVED
+        # Rows from the first one beyond reach: the window may start before the change.
+        since[cols[moved]] = _WARM_UP - beyond[:, moved].argmax(axis=0)
+        # Robust spread (median absolute deviation): one glitch in a window does not move it.
+        spread = 1.4826 * np.median(np.abs(w - np.median(w, axis=0)), axis=0)
+        varies = spread > self._constant_below[cols]
+        log_spread = np.log(np.where(varies, spread, 1.0))
+        usual = self.windows[cols] >= _USUAL_WINDOWS
+        ratio = log_spread - self.usual_spread[cols]
+        direction = np.where(varies & usual & ~moved, np.sign(ratio) * (np.abs(ratio) > _RESCALED), 0).astype(np.int64)
+        alarms = self.alarms[cols]
+        alarms = np.where((direction != 0) & (np.sign(alarms) == direction), alarms + direction, direction)
+        rescaled = np.abs(alarms) >= _PERSIST
+        restart[cols[rescaled]] = True
+        self.alarms[cols] = np.where(rescaled, 0, alarms)
+        # The usual spread learns from windows that look usual; a restarted feature learns it again.
+        learn = varies & ~rescaled & ~moved & (alarms == 0)
+        k = self.windows[cols]
+        rate = np.maximum(1.0 / (k + 1), _USUAL_RATE)
+        self.usual_spread[cols] = np.where(learn, self.usual_spread[cols] + rate * (log_spread - self.usual_spread[cols]),
+                                           np.where(rescaled, 0.0, self.usual_spread[cols]))
+        self.windows[cols] = np.where(rescaled, 0, k + learn)
+        return since, restart
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Clipped z-scores of ``x`` as float32 (a feature without a scale: 0 at its value, else +-clip)."""
@@ -159,7 +246,9 @@ class OnlineStandardizer:
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that fully describe the statistics (for checkpoints); ``recent_rows`` are raw inputs."""
         state = {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.int64),
-                 "seen": self.seen.copy(), "recent_rows": self._rows.copy(), "clip": np.array([self.clip])}
+                 "seen": self.seen.copy(), "recent_rows": self._rows.copy(), "clip": np.array([self.clip]),
+                 "usual_spread": self.usual_spread.copy(), "windows": self.windows.copy(), "alarms": self.alarms.copy(),
+                 "since_window": np.array([self.since_window], dtype=np.int64)}
         if self.legacy_floor:
             state["legacy_floor"] = np.ones(1, dtype=np.int64)
         return state
@@ -182,6 +271,12 @@ class OnlineStandardizer:
         self.legacy_floor = seen is None or "legacy_floor" in state
         clip = state.get("clip")
         self.clip = _LEGACY_CLIP if clip is None else float(np.asarray(clip).reshape(-1)[0])
+        self._reset_regime()  # statistics saved before the change watch start watching afresh
+        if "usual_spread" in state:
+            self.usual_spread = np.asarray(state["usual_spread"], dtype=np.float64).copy()
+            self.windows = np.asarray(state["windows"], dtype=np.int64).copy()
+            self.alarms = np.asarray(state["alarms"], dtype=np.int64).copy()
+            self.since_window = int(np.asarray(state["since_window"]).reshape(-1)[0])
         self._refresh_scale()
 
 
