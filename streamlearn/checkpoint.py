@@ -311,10 +311,36 @@ def latest_path(directory: Path) -> Path | None:
 
 
 def load(directory: Path) -> tuple[Learner, dict]:
-    """Load the learner (and the ``extra`` dict saved with it) from a checkpoint or saved model."""
-    path = latest_path(Path(directory))
+    """Load the learner (and the ``extra`` dict saved with it) from a checkpoint or saved model.
+
+    In a checkpoint directory, a newest checkpoint that cannot be read (a disk fault, a hand edit)
+    gives way to the newest older one that can, with a warning: its offsets are older, so the
+    records since are learned again, and nothing is skipped. Only when none can be read is it an error.
+    """
+    directory = Path(directory)
+    path = latest_path(directory)
     if path is None:
         raise CheckpointError(f"no checkpoint found at {directory}")
+    try:
+        return _read(path)
+    except CheckpointError as newest:
+        older = [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at, reverse=True)
+                 if (p / MODEL_FILE).is_file() and p / MODEL_FILE != path] if directory.is_dir() else []
+        for candidate in older:
+            try:
+                learner, extra = _read(candidate)
+            except CheckpointError as exc:
+                logger.warning("checkpoint cannot be read either", extra={"path": str(candidate), "error": str(exc)})
+                continue
+            logger.warning("newest checkpoint cannot be read; restoring the newest older one (the records since "
+                           "are learned again)", extra={"unreadable": str(path), "error": str(newest),
+                                                        "path": str(candidate)})
+            return learner, extra
+        raise
+
+
+def _read(path: Path) -> tuple[Learner, dict]:
+    """The learner and ``extra`` of one model file; CheckpointError if it cannot be read."""
     try:
         arrays = load_file(str(path))
         with open(path, "rb") as fh:
@@ -323,5 +349,8 @@ def load(directory: Path) -> tuple[Learner, dict]:
         meta = json.loads(header["__metadata__"]["streamlearn"])
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path} (is it a streamlearn checkpoint?): {exc}") from exc
-    learner = from_state(arrays, meta)
+    try:
+        learner = from_state(arrays, meta)
+    except (KeyError, ValueError, RuntimeError) as exc:  # readable, but not what this version writes
+        raise CheckpointError(f"cannot restore a model from checkpoint {path}: {exc.__class__.__name__}: {exc}") from exc
     return learner, meta.get("extra", {})

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streamlearn.errors import ConfigError
@@ -130,6 +130,15 @@ class KafkaSettings(_Section):
     sasl_password: SecretStr | None = None
     max_message_bytes: PositiveInt = 1_000_000
 
+    @field_validator("embeddings_topic", "dead_letter_topic")
+    @classmethod
+    def _not_the_samples_topic(cls, value: str, info: ValidationInfo) -> str:
+        # The daemon would read its own output back as samples: a dead letter of a dead letter, each
+        # wrapping the last one, until the disk is full.
+        if value == info.data.get("samples_topic"):
+            raise ValueError("must differ from samples_topic: the daemon would read its own output back")
+        return value
+
 
 class ApiSettings(_Section):
     """The HTTP API (and /metrics) endpoint; admin endpoints are off unless a token is set."""
@@ -204,7 +213,7 @@ class Settings(BaseSettings):
     def _known_level(cls, value: Any) -> str:
         level = str(value).upper()
         if level not in LOG_LEVELS:
-            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
     @classmethod

@@ -37,10 +37,18 @@ def _quote(value: Any) -> str:
 
 
 class KeyValueFormatter(logging.Formatter):
-    """Formats records as ``ts=… level=… logger=… msg="…" key=value …``."""
+    """Formats records as ``ts=… level=… logger=… msg="…" key=value …``.
+
+    With ``tracebacks`` off, an exception logged with a record (ours, or a library's such as
+    kafka-python's when the broker goes away) stays on the record's line as ``exc="Type: message"``.
+    """
+
+    def __init__(self, *, tracebacks: bool = True) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render one record; exception tracebacks follow on their own lines."""
+        """Render one record; exception tracebacks, when on, follow on their own lines."""
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         parts = [
             f"ts={created}.{int(record.msecs):03d}Z",
@@ -51,8 +59,11 @@ class KeyValueFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 parts.append(f"{key}={_quote(value)}")
+        if record.exc_info and record.exc_info[1] is not None and not self.tracebacks:
+            error = record.exc_info[1]
+            parts.append(f"exc={_quote(f'{error.__class__.__name__}: {error}')}")
         line = " ".join(parts)
-        if record.exc_info:
+        if record.exc_info and self.tracebacks:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line
 
@@ -67,12 +78,12 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
     for handler in list(root.handlers):
         if isinstance(handler, _StreamlearnHandler):
             root.removeHandler(handler)
-    handler = _StreamlearnHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(KeyValueFormatter())
-    root.addHandler(handler)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
+    handler = _StreamlearnHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(KeyValueFormatter(tracebacks=numeric <= logging.DEBUG))  # tracebacks at DEBUG only
+    root.addHandler(handler)
     root.setLevel(numeric)
     for name in _NOISY:
         logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))

@@ -42,6 +42,10 @@ _FLOAT_CHARS = 16
 # twice (id as key and in the value; label as label and possibly as another sample's prediction):
 # a record no larger than this cannot make an oversized output, so it needs no closer look.
 _SMALL_FACTOR = 12
+# A ts this far ahead of the daemon's clock (clock skew) still counts, as latency 0; further ahead, or
+# older than _MAX_LATENCY_S, it is not epoch seconds of this stream (milliseconds, a typo).
+_CLOCK_SKEW_S = 300.0
+_MAX_LATENCY_S = 365 * 86_400.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class BatchHandler:
         self.sink = sink
         self.metrics = metrics
         self.clock = clock
+        self._implausible_ts_logged = False
 
     def handle(self, learner: Any, records: Sequence[Record]) -> BatchOutcome:
         """Process ``records`` in order; return what happened to them. Raises only if the sink fails."""
@@ -192,13 +197,27 @@ class BatchHandler:
                                                      "model_version": model_version})
 
     def _observe_latency(self, published: list[tuple[Record, Sample]]) -> None:
-        """Observe event time -> now (the flush just returned) for every published sample."""
+        """Observe event time -> now (the flush just returned) for every published sample.
+
+        A ``ts`` that cannot be epoch seconds of about now (milliseconds, a negative or far
+        future value) gives way to the Kafka timestamp, so it cannot pin the histogram at 0 or
+        at decades; the first such sample is logged.
+        """
         now = self.clock()
         observe = self.metrics.end_to_end_latency.observe
         for record, sample in published:
-            ts = sample.ts if sample.ts is not None else _kafka_seconds(record)
-            if ts is not None:
-                observe(max(0.0, now - ts))
+            latency = None if sample.ts is None else now - sample.ts
+            if latency is not None and not -_CLOCK_SKEW_S <= latency <= _MAX_LATENCY_S:
+                if not self._implausible_ts_logged:
+                    self._implausible_ts_logged = True
+                    logger.warning("a sample's ts is not epoch seconds of about now (milliseconds?); its latency is "
+                                   "measured from the Kafka timestamp (logged once)",
+                                   extra={"where": _where(record), "ts": sample.ts})
+                latency = None
+            if latency is None and (kafka_ts := _kafka_seconds(record)) is not None:
+                latency = now - kafka_ts
+            if latency is not None:
+                observe(max(0.0, latency))
 
 
 def _kafka_seconds(record: Record) -> float | None:

@@ -18,12 +18,15 @@ from pathlib import Path
 from streamlearn.config import Settings
 from streamlearn.jsonl import iter_lines
 from streamlearn.kafka import DeliveryError, KafkaSink, ensure_topics
+from streamlearn.kafka.sink import MAX_REQUEST_BYTES
 
 __all__ = ["produce_main", "demo_messages", "file_messages"]
 
 logger = logging.getLogger(__name__)
 
 _FLUSH_EVERY = 5_000  # bounds the producer's pending futures on long runs
+# Kafka's record and batch headers: a message larger than this cannot be sent at all.
+_LARGEST_MESSAGE = MAX_REQUEST_BYTES - 1_024
 
 
 def file_messages(path: Path, count: int | None = None) -> Iterator[tuple[bytes | None, bytes]]:
@@ -49,7 +52,11 @@ def demo_messages(count: int | None = None, seed: int = 0) -> Iterator[tuple[byt
 
 
 def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float | None, count: int | None) -> int:
-    """Send a file's lines or the demo stream to the samples topic; return the exit code (0, or 130 if interrupted)."""
+    """Send a file's lines or the demo stream to the samples topic; return the exit code.
+
+    0 when every line was sent, 130 if interrupted, 1 when some lines were too large for any
+    Kafka message: those are named in the log and skipped, and the rest are still sent.
+    """
     topic = settings.kafka.samples_topic
     ensure_topics(settings.kafka, {topic: settings.kafka.partitions})
     if demo:
@@ -61,10 +68,18 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
         messages, total, what = file_messages(path, count), count, f"lines of {path}"
     else:
         raise ValueError("produce_main needs a path or demo=True")
-    sent, interrupted, started = 0, False, time.monotonic()
+    sent, too_large, interrupted, started = 0, 0, False, time.monotonic()
     with KafkaSink(settings.kafka) as sink, _progress(total, what) as advance:
         try:
             for key, value in messages:
+                where = f"line {sent + too_large + 1} of {path}" if path is not None else f"demo sample {sent + 1}"
+                size = len(value) + len(key or b"")
+                if size > _LARGEST_MESSAGE:
+                    too_large += 1
+                    logger.warning("not sent: larger than a Kafka message can be",
+                                   extra={"where": where, "bytes": size, "limit": _LARGEST_MESSAGE})
+                    advance()
+                    continue
                 if rate is not None:
                     wait = started + sent / rate - time.monotonic()
                     if wait > 0:
@@ -72,7 +87,6 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
                 try:
                     sink.send(topic, key, value)
                 except DeliveryError as exc:
-                    where = f"line {sent + 1} of {path}" if path is not None else f"demo sample {sent + 1}"
                     raise DeliveryError(f"{where} (after {sent} sent): {exc}") from exc
                 sent += 1
                 advance()
@@ -83,9 +97,11 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
         sink.flush()
     elapsed = max(time.monotonic() - started, 1e-9)
     note = " (interrupted)" if interrupted else ""
+    if too_large:
+        note += f"; {too_large} over the {_LARGEST_MESSAGE}-byte message limit not sent (named in the log)"
     sys.stdout.write(f"sent {sent} {what} to {topic} in {elapsed:.1f}s ({sent / elapsed:.0f}/s){note}\n")
     sys.stdout.flush()
-    return 130 if interrupted else 0
+    return 130 if interrupted else 1 if too_large else 0
 
 
 class _progress:

@@ -96,6 +96,25 @@ def test_saving_twice_without_learning_keeps_latest_valid_and_drift_history(tmp_
     assert [e.to_dict() for e in loaded.drift_events] == [e.to_dict() for e in trained.drift_events]
 
 
+def test_an_unreadable_newest_checkpoint_gives_way_to_the_newest_readable_older_one(tmp_path, trained, caplog):
+    # A truncated newest file stopped the daemon (exit 1) while two good checkpoints were kept beside it.
+    versions = []
+    for i in range(3):
+        run(trained, *blobs(64, seed=i))
+        checkpoint.save(tmp_path, trained, extra={"offsets": {"t:0": 64 * (i + 1)}}, keep=3)
+        versions.append(trained.model_version)
+    newest = checkpoint.latest_path(tmp_path)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with caplog.at_level("WARNING", logger="streamlearn.checkpoint"):
+        learner, extra = checkpoint.load(tmp_path)
+    assert learner.model_version == versions[1] and extra["offsets"] == {"t:0": 128}  # older: learned again
+    assert any("newest checkpoint cannot be read" in r.getMessage() for r in caplog.records)
+    for folder in tmp_path.glob("ckpt-*"):
+        (folder / checkpoint.MODEL_FILE).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read"):  # none readable: an error, never a fresh start
+        checkpoint.load(tmp_path)
+
+
 def test_a_dangling_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path, trained):
     path = checkpoint.save(tmp_path, trained)
     (tmp_path / "LATEST").write_text("ckpt-gone\n")

@@ -121,6 +121,9 @@ def test_invalid_yaml_values_name_the_field(tmp_path: Path, yaml_text: str, fiel
         ("STREAMLEARN_LEARNER__META_CALM_LOSS", "-0.1", "learner.meta_calm_loss"),
         ("STREAMLEARN_LEARNER__META_MAX_EVERY", "0", "learner.meta_max_every"),
         ("STREAMLEARN_LEARNER__META_MIN_EVERY", "0", "learner.meta_min_every"),
+        # The daemon read its own dead letters back, each wrapping the last, until the disk was full.
+        ("STREAMLEARN_KAFKA__DEAD_LETTER_TOPIC", "streamlearn.samples", "kafka.dead_letter_topic"),
+        ("STREAMLEARN_KAFKA__EMBEDDINGS_TOPIC", "streamlearn.samples", "kafka.embeddings_topic"),
     ],
 )
 def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, name: str, value: str,

@@ -177,6 +177,22 @@ def test_event_time_drives_latency_and_the_output_ts(settings):
     assert np.isclose(metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_count"), 1)
 
 
+@pytest.mark.parametrize("ts", [1_800_000_000_000.0 - 2500.0, -5.0, -1e300, 1_800_000_000.0 + 86_400.0])
+def test_a_ts_that_is_not_epoch_seconds_of_about_now_gives_way_to_the_kafka_timestamp(settings, ts, caplog):
+    # Milliseconds (a Kafka habit), a negative or absurd value, a day ahead: measured from ts, these
+    # pinned the latency histogram at 0 (a p99 alert could never fire) or added decades to its sum.
+    now = 1_800_000_000.0
+    rows = [json.dumps({"id": f"e{i}", "features": [1.0] * N_FEATURES, "ts": ts}).encode() for i in range(2)]
+    sink, metrics = FakeSink(), Metrics()
+    handler = BatchHandler(settings, sink, metrics, clock=lambda: now)
+    with caplog.at_level("WARNING", logger="streamlearn.pipeline"):
+        handler.handle(small_learner(), records(rows, ts_ms=int((now - 4.0) * 1000)))
+    assert [b["ts"] for _, b in sink.on("emb")] == [ts, ts]  # the output keeps the sample's own ts
+    assert metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_sum") == pytest.approx(8.0)
+    assert metrics.registry.get_sample_value("streamlearn_end_to_end_latency_seconds_count") == 2
+    assert len([r for r in caplog.records if "not epoch seconds" in r.getMessage()]) == 1  # logged once
+
+
 def _sample(**fields) -> bytes:
     return json.dumps({"features": [0.5] * N_FEATURES, **fields}).encode()
 

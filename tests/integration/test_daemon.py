@@ -23,7 +23,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamlearn import checkpoint
 from tests.integration.support import free_port, wait_for
 from streamlearn.config import Settings
-from streamlearn.kafka import DeliveryError
 from streamlearn.kafka.sink import MAX_REQUEST_BYTES
 from streamlearn.metrics import Metrics
 from streamlearn.produce import produce_main
@@ -254,8 +253,17 @@ def test_produce_demo_is_keyed_by_id_and_paced(settings: Settings, capsys: pytes
     assert all(len(b["features"]) == 64 for b in bodies)
 
 
-def test_produce_names_the_line_it_cannot_send(settings: Settings, tmp_path: Path) -> None:
+def test_produce_names_a_line_too_large_for_kafka_and_sends_the_rest(settings: Settings, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # It stopped at such a line and sent nothing after it; replay and the daemon reject only that record.
     path = tmp_path / "big.jsonl"
-    path.write_bytes(b'{"features": [1]}\n{"features": [2]}\n' + b"x" * (MAX_REQUEST_BYTES + 1) + b"\n")
-    with pytest.raises(DeliveryError, match=r"line 3 of .*big\.jsonl \(after 2 sent\)"):
-        produce_main(settings, path, False, None, None)
+    path.write_bytes(b'{"features": [1]}\n{"features": [2]}\n' + b"x" * (MAX_REQUEST_BYTES + 1) + b'\n{"features": [4]}\n')
+    with caplog.at_level("WARNING", logger="streamlearn.produce"):
+        assert produce_main(settings, path, False, None, None) == 1
+    assert "sent 3 lines of" in capsys.readouterr().out
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("not sent")]
+    assert warning.where.startswith("line 3 of") and warning.bytes == MAX_REQUEST_BYTES + 1
+    k = settings.kafka
+    values = [m.value for m in read_topic(k.bootstrap_servers, k.samples_topic, 3, settle_s=1.0)]
+    assert values == [b'{"features": [1]}', b'{"features": [2]}', b'{"features": [4]}']
