@@ -286,6 +286,11 @@ def _prune(directory: Path, keep: int, newest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _complete(directory: Path) -> list[Path]:
+    """The model files of the complete ``ckpt-*`` folders in ``directory``, oldest first."""
+    return [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at) if (p / MODEL_FILE).is_file()]
+
+
 def latest_path(directory: Path) -> Path | None:
     """The model file a checkpoint directory, a saved model, or a file path refers to (None if absent).
 
@@ -302,7 +307,7 @@ def latest_path(directory: Path) -> Path | None:
         candidate = directory / pointer.read_text().strip() / MODEL_FILE
         if candidate.is_file():
             return candidate
-    complete = [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at) if (p / MODEL_FILE).is_file()]
+    complete = _complete(directory)
     if complete:
         logger.warning("LATEST is missing or dangling; using the newest complete checkpoint",
                        extra={"path": str(complete[-1])})
@@ -324,8 +329,7 @@ def load(directory: Path) -> tuple[Learner, dict]:
     try:
         return _read(path)
     except CheckpointError as newest:
-        older = [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at, reverse=True)
-                 if (p / MODEL_FILE).is_file() and p / MODEL_FILE != path] if directory.is_dir() else []
+        older = [p for p in reversed(_complete(directory)) if p != path] if directory.is_dir() else []
         for candidate in older:
             try:
                 learner, extra = _read(candidate)

@@ -72,12 +72,12 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
     with KafkaSink(settings.kafka) as sink, _progress(total, what) as advance:
         try:
             for key, value in messages:
-                where = f"line {sent + too_large + 1} of {path}" if path is not None else f"demo sample {sent + 1}"
                 size = len(value) + len(key or b"")
                 if size > _LARGEST_MESSAGE:
-                    too_large += 1
                     logger.warning("not sent: larger than a Kafka message can be",
-                                   extra={"where": where, "bytes": size, "limit": _LARGEST_MESSAGE})
+                                   extra={"where": _where(path, sent + too_large + 1), "bytes": size,
+                                          "limit": _LARGEST_MESSAGE})
+                    too_large += 1
                     advance()
                     continue
                 if rate is not None:
@@ -87,7 +87,7 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
                 try:
                     sink.send(topic, key, value)
                 except DeliveryError as exc:
-                    raise DeliveryError(f"{where} (after {sent} sent): {exc}") from exc
+                    raise DeliveryError(f"{_where(path, sent + too_large + 1)} (after {sent} sent): {exc}") from exc
                 sent += 1
                 advance()
                 if sent % _FLUSH_EVERY == 0:
@@ -102,6 +102,11 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
     sys.stdout.write(f"sent {sent} {what} to {topic} in {elapsed:.1f}s ({sent / elapsed:.0f}/s){note}\n")
     sys.stdout.flush()
     return 130 if interrupted else 1 if too_large else 0
+
+
+def _where(path: Path | None, number: int) -> str:
+    """The message ``number`` (1-based) for a user: a line of the file, or a demo sample."""
+    return f"line {number} of {path}" if path is not None else f"demo sample {number}"
 
 
 class _progress:
