@@ -199,22 +199,22 @@ class OnlineStandardizer:
 
         Checked once a window of _WARM_UP new rows has come in, on settled features with a scale.
         """
-        since = np.zeros(self.n_features, dtype=np.int64)
+        moved_rows = np.zeros(self.n_features, dtype=np.int64)
         restart = np.zeros(self.n_features, dtype=bool)
         self.since_window += n
         if self.since_window < _WARM_UP or len(rows) < _WARM_UP:
-            return since, restart
+            return moved_rows, restart
         self.since_window = 0
         window = rows[-_WARM_UP:]
         cols = np.flatnonzero(~young & self._scaled)
         if cols.size == 0:
-            return since, restart
+            return moved_rows, restart
         w = window[:, cols]
         std = np.sqrt(self.var[cols])
         beyond = np.abs(w - self.mean[cols]) > self.reach * std
         moved = beyond.mean(axis=0) >= _MOVED
         # Rows from the first one beyond reach: the window may start before the change.
-        since[cols[moved]] = _WARM_UP - beyond[:, moved].argmax(axis=0)
+        moved_rows[cols[moved]] = _WARM_UP - beyond[:, moved].argmax(axis=0)
         # Robust spread (median absolute deviation): one glitch in a window does not move it.
         spread = 1.4826 * np.median(np.abs(w - np.median(w, axis=0)), axis=0)
         varies = spread > self._constant_below[cols]
@@ -231,10 +231,12 @@ class OnlineStandardizer:
         learn = varies & ~rescaled & ~moved & (alarms == 0)
         k = self.windows[cols]
         rate = np.maximum(1.0 / (k + 1), _USUAL_RATE)
-        self.usual_spread[cols] = np.where(learn, self.usual_spread[cols] + rate * (log_spread - self.usual_spread[cols]),
-                                           np.where(rescaled, 0.0, self.usual_spread[cols]))
+        usual_spread = self.usual_spread[cols]
+        usual_spread = np.where(learn, usual_spread + rate * (log_spread - usual_spread), usual_spread)
+        usual_spread[rescaled] = 0.0
+        self.usual_spread[cols] = usual_spread
         self.windows[cols] = np.where(rescaled, 0, k + learn)
-        return since, restart
+        return moved_rows, restart
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Clipped z-scores of ``x`` as float32 (a feature without a scale: 0 at its value, else +-clip)."""
