@@ -32,6 +32,10 @@ _LOSS_WARM_UP = 10  # meta steps the running loss needs before it may space step
 _SLOW_RATE = 0.02  # the same for the slow running loss that the running loss is compared with
 _FALLING_WARM_UP = 20  # meta steps both need before a falling loss may bring the steps closer
 _FALLING = 0.1  # the running loss is falling while it is this fraction below the slow one
+# A young learner takes a large batch in parts: at most a sixteenth of the samples it has seen so
+# far, and never fewer than _YOUNG_PART at a time (see process).
+_YOUNG_PART = 32
+_YOUNG_SHARE = 16
 
 
 def _running(average: float | None, value: float, rate: float) -> float:
@@ -278,10 +282,34 @@ class Learner(RepairMixin):
 
     # ------------------------------------------------------------ learning
     def process(self, features: np.ndarray, labels: Sequence[Label | None]) -> BatchResult:
-        """Test-then-train on one batch: each sample is embedded and predicted before it is learned."""
+        """Test-then-train on one batch: each sample is embedded and predicted before it is learned.
+
+        Within a batch the encoder, the standardiser and the linear head stay as they were;
+        only the prototypes, the memory and the vote follow sample by sample. A young learner
+        therefore takes a large batch in parts, each at most a sixteenth of the samples seen so
+        far (at least 32): a file of a few hundred samples, or the first polls of a backlog,
+        are learned from as they go, whatever the batch size (one batch of 150 samples gives the
+        predictions of 32, 32, 32, 32 and 22). From 16 x the batch size on, a batch is one part.
+        """
         x = self._check(features)
         if len(labels) != len(x):
             raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
+        parts = []
+        start = 0
+        while len(x) - start > (size := max(_YOUNG_PART, self.samples_seen // _YOUNG_SHARE)):
+            parts.append(self._process(x[start : start + size], labels[start : start + size]))
+            start += size
+        if not parts:
+            return self._process(x, labels)
+        parts.append(self._process(x[start:], labels[start:]))
+        return BatchResult(
+            np.concatenate([part.embeddings for part in parts]),
+            *(sum((getattr(part, name) for part in parts), []) for name in ("predictions", "drift", "model_versions",
+                                                                             "correct")),
+        )
+
+    def _process(self, x: np.ndarray, labels: Sequence[Label | None]) -> BatchResult:
+        """:meth:`process` on one part: checked features ``x``, as many ``labels``."""
         labels = [as_label(label) for label in labels]
         # The standardiser learns from the batch after it was predicted (the first batch excepted: there
         # are no statistics yet), so the batch is seen through the same mapping as the stored samples the

@@ -34,6 +34,22 @@ def test_predicts_before_it_learns():
     assert out.correct == [False, True, True]
 
 
+def test_a_young_learner_takes_a_large_batch_in_parts_and_an_older_one_in_one():
+    """A first file of 150 samples in one batch is learned as batches of 32 would be: the encoder, the
+    standardiser and the linear head learn between the parts, not only after all 150 predictions."""
+    x, labels = blobs(4400, spread=1.0)
+    whole, parts = Learner(seed=0, **SMALL), Learner(seed=0, **SMALL)
+    one = whole.process(x[:150], labels[:150])
+    in_parts = run(parts, x[:150], labels[:150], batch=32)
+    assert one.predictions == [p for out in in_parts for p in out.predictions]
+    assert one.model_versions == [v for out in in_parts for v in out.model_versions]
+    np.testing.assert_array_equal(one.embeddings, np.concatenate([out.embeddings for out in in_parts]))
+    assert len(set(one.model_versions)) > 1  # the model did change between the parts
+    # From 16 x the batch size on a batch is one part again: one model version for all of its rows.
+    run(whole, x[150:4096], labels[150:4096], batch=256)
+    assert len(set(whole.process(x[4096:4352], labels[4096:4352]).model_versions)) == 1
+
+
 def test_a_new_class_is_predicted_after_one_example():
     learner = Learner(seed=0, **SMALL)
     x, labels = blobs(400)
