@@ -309,10 +309,15 @@ def latest_path(directory: Path) -> Path | None:
             return candidate
     complete = _complete(directory)
     if complete:
-        logger.warning("LATEST is missing or dangling; using the newest complete checkpoint",
-                       extra={"path": str(complete[-1])})
+        if complete[-1] not in _told_dangling:  # once per checkpoint, not at every look-up (start-up looks three times)
+            _told_dangling.add(complete[-1])
+            logger.warning("LATEST is missing or dangling; using the newest complete checkpoint",
+                           extra={"path": str(complete[-1])})
         return complete[-1]
     return None
+
+
+_told_dangling: set[Path] = set()  # checkpoints latest_path has warned about
 
 
 def load(directory: Path) -> tuple[Learner, dict]:

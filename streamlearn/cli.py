@@ -90,7 +90,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _require_file(path: Path, what: str) -> None:
-    if not path.is_file():
+    """A readable regular file, or a pipe (``/dev/stdin`` of ``cat x.jsonl | streamlearn replay /dev/stdin``)."""
+    if not (path.is_file() or path.is_fifo() or path.is_char_device()):
         raise UsageError(f"{what} {path} does not exist or is not a file")
     if not os.access(path, os.R_OK):
         raise UsageError(f"{what} {path} is not readable")

@@ -82,7 +82,7 @@ def _make_learner(settings: Settings) -> Any:
 
 @contextlib.contextmanager
 def _progress(path: Path, enabled: bool) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar over the file's bytes on stderr, or nothing."""
+    """A rich progress bar over the file's bytes on stderr (no total for a pipe), or nothing."""
     if not enabled:
         yield None
         return
@@ -97,7 +97,7 @@ def _progress(path: Path, enabled: bool) -> Iterator[Callable[[int], None] | Non
         console=Console(stderr=True),
         transient=True,
     ) as bar:
-        task = bar.add_task("replay", total=path.stat().st_size)
+        task = bar.add_task("replay", total=path.stat().st_size if path.is_file() else None)
         yield lambda n: bar.advance(task, n)
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: portable safetensors, atomic replacement, exact round trip."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -115,11 +116,15 @@ def test_an_unreadable_newest_checkpoint_gives_way_to_the_newest_readable_older_
         checkpoint.load(tmp_path)
 
 
-def test_a_dangling_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path, trained):
+def test_a_dangling_latest_falls_back_to_the_newest_complete_checkpoint(tmp_path, trained, caplog):
     path = checkpoint.save(tmp_path, trained)
     (tmp_path / "LATEST").write_text("ckpt-gone\n")
-    assert checkpoint.latest_path(tmp_path) == path
-    assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
+    with caplog.at_level(logging.WARNING, logger="streamlearn.checkpoint"):
+        assert checkpoint.latest_path(tmp_path) == path
+        assert checkpoint.load(tmp_path)[0].model_version == trained.model_version
+    # Said once, not at every look-up (the daemon's start-up looks three times).
+    assert [r.getMessage() for r in caplog.records].count("LATEST is missing or dangling; using the newest "
+                                                         "complete checkpoint") == 1
 
 
 def test_the_export_beside_each_checkpoint_holds_no_raw_samples_and_predicts_alike_on_blobs(tmp_path, trained):

@@ -181,6 +181,33 @@ def test_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert one_line(capsys.readouterr().err)
 
 
+def test_replay_and_embed_read_a_pipe_like_a_file(stream_lines: list[str], write_jsonl, small_config: Path,
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cat x.jsonl | streamlearn replay /dev/stdin`: a pipe gives the same predictions as the file."""
+    import os
+    import threading
+
+    def through_pipe(name: str) -> Path:
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_text("\n".join(stream_lines) + "\n", encoding="utf-8"),
+                                  daemon=True)
+        writer.start()
+        return fifo
+
+    data = write_jsonl(stream_lines)
+    from_file, from_pipe, model = tmp_path / "file.jsonl", tmp_path / "pipe.jsonl", tmp_path / "model"
+    assert main(["replay", str(data), "--config", str(small_config), "--predictions", str(from_file),
+                 "--save-model", str(model)]) == 0
+    assert main(["replay", str(through_pipe("replay-in")), "--config", str(small_config),
+                 "--predictions", str(from_pipe)]) == 0
+    assert read_jsonl(from_pipe) == read_jsonl(from_file)
+    embedded = tmp_path / "embedded.jsonl"
+    assert main(["embed", "--model", str(model), str(through_pipe("embed-in")), "--output", str(embedded)]) == 0
+    assert len(read_jsonl(embedded)) == len(stream_lines)
+    capsys.readouterr()
+
+
 def test_unloadable_model_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_jsonl(['{"features": [1, 2]}'])
     broken = tmp_path / "broken-model"

@@ -31,7 +31,7 @@ from streamlearn.kafka import ensure_topics
 pytestmark = pytest.mark.integration
 
 N_FEATURES = 8
-N_SAMPLES = 1500
+N_SAMPLES = 2500
 RATE = 200.0  # samples/s: the stream is still flowing when the daemon is stopped
 WAIT_S = 120.0
 
