@@ -291,6 +291,9 @@ def _complete(directory: Path) -> list[Path]:
     return [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at) if (p / MODEL_FILE).is_file()]
 
 
+_told_dangling: set[Path] = set()  # checkpoints latest_path has warned about
+
+
 def latest_path(directory: Path) -> Path | None:
     """The model file a checkpoint directory, a saved model, or a file path refers to (None if absent).
 
@@ -315,9 +318,6 @@ def latest_path(directory: Path) -> Path | None:
                            extra={"path": str(complete[-1])})
         return complete[-1]
     return None
-
-
-_told_dangling: set[Path] = set()  # checkpoints latest_path has warned about
 
 
 def load(directory: Path) -> tuple[Learner, dict]:

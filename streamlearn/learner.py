@@ -53,6 +53,15 @@ class BatchResult:
     model_versions: list[int]
     correct: list[bool | None]
 
+    @staticmethod
+    def joined(parts: Sequence["BatchResult"]) -> "BatchResult":
+        """The results of consecutive parts of one batch as one result, rows in order."""
+        rows: tuple[list, ...] = ([], [], [], [])
+        for part in parts:
+            for into, values in zip(rows, (part.predictions, part.drift, part.model_versions, part.correct)):
+                into.extend(values)
+        return BatchResult(np.concatenate([part.embeddings for part in parts]), *rows)
+
 
 class Learner(RepairMixin):
     """Meta-learned encoder + prototype head, kept up to date by test-then-train on mini-batches.
@@ -299,14 +308,8 @@ class Learner(RepairMixin):
         while len(x) - start > (size := max(_YOUNG_PART, self.samples_seen // _YOUNG_SHARE)):
             parts.append(self._process(x[start : start + size], labels[start : start + size]))
             start += size
-        if not parts:
-            return self._process(x, labels)
         parts.append(self._process(x[start:], labels[start:]))
-        return BatchResult(
-            np.concatenate([part.embeddings for part in parts]),
-            *(sum((getattr(part, name) for part in parts), []) for name in ("predictions", "drift", "model_versions",
-                                                                             "correct")),
-        )
+        return parts[0] if len(parts) == 1 else BatchResult.joined(parts)
 
     def _process(self, x: np.ndarray, labels: Sequence[Label | None]) -> BatchResult:
         """:meth:`process` on one part: checked features ``x``, as many ``labels``."""
