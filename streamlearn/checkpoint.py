@@ -327,12 +327,18 @@ def load(directory: Path) -> tuple[Learner, dict]:
     gives way to the newest older one that can, with a warning: its offsets are older, so the
     records since are learned again, and nothing is skipped. Only when none can be read is it an error.
     """
+    learner, extra, _ = load_newest(directory)
+    return learner, extra
+
+
+def load_newest(directory: Path) -> tuple[Learner, dict, Path]:
+    """:func:`load`, and the model file it was read from (an older one when the newest cannot be read)."""
     directory = Path(directory)
     path = latest_path(directory)
     if path is None:
         raise CheckpointError(f"no checkpoint found at {directory}")
     try:
-        return _read(path)
+        return (*_read(path), path)
     except CheckpointError as newest:
         older = [p for p in reversed(_complete(directory)) if p != path] if directory.is_dir() else []
         for candidate in older:
@@ -344,7 +350,7 @@ def load(directory: Path) -> tuple[Learner, dict]:
             logger.warning("newest checkpoint cannot be read; restoring the newest older one (the records since "
                            "are learned again)", extra={"unreadable": str(path), "error": str(newest),
                                                         "path": str(candidate)})
-            return learner, extra
+            return learner, extra, candidate
         raise
 
 

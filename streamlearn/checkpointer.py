@@ -53,11 +53,13 @@ def ensure_writable(directory: Path) -> None:
         raise ConfigError("checkpoint.dir", f"{directory} is not writable ({exc.strerror or exc})") from None
 
 
-def restore(settings: CheckpointSettings, fresh: Callable[[], Any], learner_settings: Any = None) -> tuple[Any, dict]:
+def restore(settings: CheckpointSettings, fresh: Callable[[], Any],
+            learner_settings: Any = None) -> tuple[Any, dict, Path | None]:
     """The learner to start with: the latest checkpoint in ``settings.dir`` if there is one, else ``fresh()``.
 
-    Returns ``(learner, extra)``; ``extra["offsets"]`` (``"topic:partition"`` ->
-    next offset) says where the restored model stopped. A checkpoint that
+    Returns ``(learner, extra, path)``; ``extra["offsets"]`` (``"topic:partition"`` ->
+    next offset) says where the restored model stopped, ``path`` is the model file it was read
+    from (None for a fresh one; an older one when the newest cannot be read). A checkpoint that
     exists but cannot be read raises CheckpointError rather than silently
     starting over. With ``learner_settings``, a warning names every configured
     hyperparameter that differs from the restored model's (the checkpoint's win).
@@ -66,13 +68,13 @@ def restore(settings: CheckpointSettings, fresh: Callable[[], Any], learner_sett
 
     if checkpoint.latest_path(Path(settings.dir)) is None:
         logger.info("no checkpoint found; starting a fresh model", extra={"dir": str(settings.dir)})
-        return fresh(), {}
-    learner, extra = checkpoint.load(Path(settings.dir))
+        return fresh(), {}, None
+    learner, extra, path = checkpoint.load_newest(Path(settings.dir))
     if learner_settings is not None:
         _warn_on_changed_settings(learner_settings, learner)
     logger.info("restored checkpoint", extra={"dir": str(settings.dir), "model_version": learner.model_version,
                                               "offsets": extra.get("offsets", {})})
-    return learner, dict(extra or {})
+    return learner, dict(extra or {}), path
 
 
 def _warn_on_changed_settings(configured: Any, restored: Any) -> None:

@@ -77,10 +77,10 @@ class Service:
             stack.callback(self._unfreeze_gc)
             ensure_writable(Path(s.checkpoint.dir))
             self.prepare_topics(s.kafka)
-            self.learner, extra = restore(s.checkpoint, lambda: Learner.from_settings(s.learner), s.learner)
+            self.learner, extra, restored = restore(s.checkpoint, lambda: Learner.from_settings(s.learner), s.learner)
             self.metrics.observe_learner(self.learner, baseline=True)
             self._publish(force=True)
-            self.store.set_checkpoint(_latest_checkpoint(s))
+            self.store.set_checkpoint(None if restored is None else str(restored))  # what /v1/model/weights serves
             source = self.source_factory(s.kafka, start_offsets=extra.get("offsets"))
             stack.callback(source.close)
             sink = self.sink_factory(s.kafka)
@@ -238,13 +238,6 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.signal(sig, on_signal)
             stack.callback(signal.signal, sig, previous)
-
-
-def _latest_checkpoint(settings: Settings) -> str | None:
-    from streamlearn import checkpoint
-
-    path = checkpoint.latest_path(settings.checkpoint.dir)
-    return None if path is None else str(path)
 
 
 def run_daemon(settings: Settings, *, count: int | None = None, timeout: float | None = None,

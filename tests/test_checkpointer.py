@@ -55,7 +55,7 @@ def test_offsets_are_committed_only_after_the_checkpoint_holding_them_is_on_disk
     assert store.current().checkpoint_path == str(path)
     assert metrics.registry.get_sample_value("streamlearn_checkpoint_duration_seconds_count") == 1
     assert metrics.registry.get_sample_value("streamlearn_last_checkpoint_timestamp_seconds") > 0
-    restored, extra = restore(CheckpointSettings(dir=tmp_path / "ckpt"), fresh=lambda: pytest.fail("not fresh"))
+    restored, extra, _ = restore(CheckpointSettings(dir=tmp_path / "ckpt"), fresh=lambda: pytest.fail("not fresh"))
     assert extra["offsets"] == {"samples:0": 42, "samples:1": 7}
     assert restored.model_version == learner.model_version
 
@@ -96,7 +96,7 @@ def test_keep_prunes_old_checkpoints(tmp_path):
 
 def test_restore_without_checkpoint_builds_a_fresh_learner(tmp_path):
     fresh = Learner(hidden_dim=8, embedding_dim=4)
-    learner, extra = restore(CheckpointSettings(dir=tmp_path / "none"), fresh=lambda: fresh)
+    learner, extra, _ = restore(CheckpointSettings(dir=tmp_path / "none"), fresh=lambda: fresh)
     assert learner is fresh and extra == {}
 
 
@@ -114,7 +114,7 @@ def test_restore_warns_when_configured_learner_settings_differ(tmp_path, caplog)
     trained.process(np.zeros((2, 3), np.float32), [0, 1])
     checkpoint.save(tmp_path, trained)
     with caplog.at_level(logging.WARNING):
-        learner, _ = restore(CheckpointSettings(dir=tmp_path), lambda: None,
+        learner, _, _ = restore(CheckpointSettings(dir=tmp_path), lambda: None,
                              LearnerSettings(seed=2, hidden_dim=16, embedding_dim=4))
     assert learner.seed == 1
     [record] = [r for r in caplog.records if "differ" in r.getMessage()]
@@ -150,3 +150,14 @@ def test_a_synchronous_checkpoint_first_completes_the_background_one(tmp_path):
     assert [committed for committed, _ in source.commits] == [{"samples:0": 5}, {"samples:0": 9}]
     assert all(committed == on_disk for committed, on_disk in source.commits)
     cp.close()
+
+
+def test_restore_names_the_checkpoint_it_read_so_the_api_serves_that_one(tmp_path):
+    """With an unreadable newest checkpoint, /v1/model/weights must serve the older one the daemon runs."""
+    learner = trained_learner()
+    older = checkpoint.save(tmp_path, learner, keep=3)
+    newest = checkpoint.save(tmp_path, learner, keep=3)
+    newest.write_bytes(newest.read_bytes()[:1000])
+    restored, _, path = restore(CheckpointSettings(dir=tmp_path), fresh=lambda: pytest.fail("not fresh"))
+    assert path == older and restored.model_version == learner.model_version
+    assert restore(CheckpointSettings(dir=tmp_path / "none"), fresh=lambda: learner)[2] is None
