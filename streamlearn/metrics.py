@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 from streamlearn.schema import PROCESSING_ERROR, REJECTION_REASONS
 
@@ -106,6 +106,8 @@ class Metrics:
         )
         # Info exposes `streamlearn_model_info{...} 1`.
         self.model_info = Info("streamlearn_model", "Static facts about the served model.", registry=r)
+        # process_resident_memory_bytes, process_cpu_seconds_total, ...: the dashboard's memory and CPU panels.
+        ProcessCollector(registry=r)
         for outcome in SAMPLE_OUTCOMES:
             self.samples.labels(outcome=outcome)
         for reason in DEAD_LETTER_REASONS:
