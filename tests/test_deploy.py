@@ -53,3 +53,46 @@ def test_every_dashboard_panel_uses_the_provisioned_datasource_and_has_a_query()
         assert panel["targets"] and all(t["expr"] and t["datasource"]["uid"] == source["uid"] for t in panel["targets"])
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(set(ids)) == len(ids)
+
+
+def _environment(path: str) -> dict[str, str]:
+    """The STREAMLEARN_* variables a deploy file sets (compose: every service; Kubernetes: every container)."""
+    found: dict[str, str] = {}
+    for doc in yaml.safe_load_all((DEPLOY / path).read_text()):
+        if path == "compose.yaml":
+            found.update({k: v for s in doc["services"].values() for k, v in s.get("environment", {}).items()})
+        elif doc["kind"] == "StatefulSet":
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                found.update({e["name"]: e.get("value", "secret") for e in container.get("env", [])})
+    return {k: v for k, v in found.items() if k.startswith("STREAMLEARN_")}
+
+
+def test_the_deploy_files_set_only_real_settings_to_valid_values(monkeypatch, tmp_path):
+    from streamlearn.config import load_settings
+
+    for path in ("compose.yaml", "k8s/streamlearn.yaml"):
+        environment = _environment(path)
+        assert environment, path
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        config = Path(__file__).resolve().parents[1] / "config" / "default.yaml"
+        settings = load_settings(config)  # a wrong name or value would exit 2 naming it
+        for name in environment:
+            section, key = name.removeprefix("STREAMLEARN_").lower().split("__")
+            assert key in type(getattr(settings, section)).model_fields, f"{path}: {name} names no setting"
+        for name in environment:
+            monkeypatch.delenv(name)
+
+
+def test_the_kubernetes_daemon_keeps_its_checkpoints_on_its_volume_and_serves_where_probed():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "streamlearn.yaml").read_text())}
+    pod = docs["StatefulSet"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    [mount] = container["volumeMounts"]
+    assert mount["mountPath"] == env["STREAMLEARN_CHECKPOINT__DIR"]
+    assert mount["name"] in {c["metadata"]["name"] for c in docs["StatefulSet"]["spec"]["volumeClaimTemplates"]}
+    [port] = container["ports"]
+    assert env["STREAMLEARN_API__HOST"] == "0.0.0.0" and port["containerPort"] == 8080  # api.port's default
+    assert docs["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's user, who owns the checkpoint dir
