@@ -64,7 +64,7 @@ setup:  ## shared venv with the dependencies (once per machine) + this clone's .
 test: setup  ## run all tests, doctests included
 	$(BIN)/python -m pytest
 
-demo: setup  ## local Kafka + the daemon in the background, fed the demo stream, with a live summary (~1 min)
+demo: setup  ## local Kafka + the daemon + Prometheus in the background, fed the demo stream, with a live summary (~1 min)
 	@deploy/demo/demo start
 
 # One BLAS thread too (torch is set to one thread inside): the published figures are measured so.
@@ -79,7 +79,7 @@ bench-throughput: setup  ## daemon vs raw Kafka throughput, latency at 1,000/s, 
 kafka:  ## start the local Kafka broker (KAFKA_PORT, default 9092); prints its address
 	@deploy/kafka/kafka-local start
 
-stop:  ## stop the daemon `make demo` started, and its Kafka broker if it started one (idempotent)
+stop:  ## stop the daemon and Prometheus `make demo` started, and its Kafka broker if it started one (idempotent)
 	@deploy/demo/demo stop
 
 clean:  ## remove build outputs and caches in the clone (keeps the shared venv)
