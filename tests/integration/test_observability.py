@@ -97,15 +97,12 @@ def daemon(kafka_bootstrap: str, tmp_path: Path):
 
 @pytest.fixture
 def prometheus(prometheus_bin: Path, daemon: Service, tmp_path: Path):
-    """The shipped prometheus.yml and alerts.yml, pointed at the test daemon, scraping every second."""
-    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(DEPLOY / "prometheus" / name) for name in config["rule_files"]]
-    [job] = config["scrape_configs"]
+    """The shipped prometheus.yml and alerts.yml, pointed at the test daemon, scraping every second
+    (``prometheus-local config``, which ``make demo`` uses too)."""
     api_port = wait_for(lambda: daemon.api_port, "the daemon's API to listen", timeout_s=120)
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{api_port}"]}]
     path = tmp_path / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(subprocess.run([str(DEPLOY / "prometheus" / "prometheus-local"), "config", f"127.0.0.1:{api_port}",
+                                    "1s"], capture_output=True, text=True, check=True, timeout=30).stdout)
     port = free_port()
     log = (tmp_path / "prometheus.log").open("w")
     process = subprocess.Popen(
