@@ -22,7 +22,8 @@ from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
 from streamlearn.concepts import Concept
 
-__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "prepare", "save", "write"]
+__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "load_newest",
+           "prepare", "save", "write"]
 
 logger = logging.getLogger(__name__)
 

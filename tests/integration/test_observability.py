@@ -146,10 +146,10 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_
     wait_for(lambda: query(http, f'rate(streamlearn_meta_updates_total{{job="streamlearn"}}[{RATE_INTERVAL}]) > 0'),
              "meta steps", timeout_s=60, every_s=1)
 
-    empty = [where for where, promql in dashboard_queries() if not query(http, promql)]
+    values = {where: [float(r["value"][1]) for r in query(http, promql)] for where, promql in dashboard_queries()}
+    empty = [where for where, found in values.items() if not found]
     assert not empty, f"dashboard queries without data: {empty}"
 
-    values = {where: [float(r["value"][1]) for r in query(http, promql)] for where, promql in dashboard_queries()}
     assert max(values["Samples per second / A"]) > 0
     assert 0 < values["Prequential accuracy (rolling) / A"][0] <= 1
     assert values["Model version / A"][0] >= 1
