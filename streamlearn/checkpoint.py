@@ -71,6 +71,7 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays and JSON metadata that describe ``learner`` completely enough to predict identically."""
     if learner.n_features is None:
         raise CheckpointError("nothing to save: the learner has not seen a sample yet")
+    learner.settle()  # a batch it has not finished learning from: the checkpoint holds it as replay leaves it
     arrays = _encoder_arrays("encoder", learner.encoder.state_dict())
     arrays.update(_encoder_arrays("initial", learner._initial))
     arrays.update({f"normalizer.{k}": v for k, v in learner.normalizer.state().items()})

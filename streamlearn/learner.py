@@ -198,6 +198,7 @@ class Learner(RepairMixin):
         self._plastic_left = 0
         self._recheck_in = 0
         self._good: Concept | None = None
+        self._unsettled: bool | None = None  # a batch awaits settle(): whether it had labels
         self.teacher: Teacher | None = None
         self.encoder = self.normalizer = self.memory = self.meta = None
         if self._n_features is not None:
@@ -290,7 +291,7 @@ class Learner(RepairMixin):
         )
 
     # ------------------------------------------------------------ learning
-    def process(self, features: np.ndarray, labels: Sequence[Label | None]) -> BatchResult:
+    def process(self, features: np.ndarray, labels: Sequence[Label | None], *, settle: bool = True) -> BatchResult:
         """Test-then-train on one batch: each sample is embedded and predicted before it is learned.
 
         Within a batch the encoder, the standardiser and the linear head stay as they were;
@@ -299,20 +300,42 @@ class Learner(RepairMixin):
         far (at least 32): a file of a few hundred samples, or the first polls of a backlog,
         are learned from as they go, whatever the batch size (one batch of 150 samples gives the
         predictions of 32, 32, 32, 32 and 22). From 16 x the batch size on, a batch is one part.
+
+        ``settle=False`` returns as soon as the batch is predicted and its samples are stored,
+        before the slow part of learning from them (the meta steps, see :meth:`settle`): a
+        daemon publishes the results first. The predictions are the same either way.
         """
         x = self._check(features)
         if len(labels) != len(x):
             raise ValueError(f"{len(x)} feature rows but {len(labels)} labels")
+        self.settle()
         parts = []
         start = 0
         while len(x) - start > (size := max(_YOUNG_PART, self.samples_seen // _YOUNG_SHARE)):
             parts.append(self._process(x[start : start + size], labels[start : start + size]))
+            self.settle()
             start += size
         parts.append(self._process(x[start:], labels[start:]))
+        if settle:
+            self.settle()
         return parts[0] if len(parts) == 1 else BatchResult.joined(parts)
 
+    def settle(self) -> None:
+        """Finish learning from the last batch: its meta steps, the vote's view of memory, the snapshot policy.
+
+        :meth:`process` does this itself unless told ``settle=False``; then the next
+        :meth:`process` does it first, and a checkpoint does it before it captures the learner.
+        Until then the model is the one that predicted the batch. Nothing to do: returns at once.
+        """
+        if self._unsettled is None:
+            return
+        labeled, self._unsettled = self._unsettled, None
+        if not self._learn() and self.vote is not None and labeled:
+            self._embed_memory()  # the vote must see this batch's samples even without a meta step
+        self._maybe_snapshot()
+
     def _process(self, x: np.ndarray, labels: Sequence[Label | None]) -> BatchResult:
-        """:meth:`process` on one part: checked features ``x``, as many ``labels``."""
+        """:meth:`process` on one part up to :meth:`settle`: checked features ``x``, as many ``labels``."""
         labels = [as_label(label) for label in labels]
         # The standardiser learns from the batch after it was predicted (the first batch excepted: there
         # are no statistics yet), so the batch is seen through the same mapping as the stored samples the
@@ -397,9 +420,7 @@ class Learner(RepairMixin):
             rows, slots = np.array(learned).T
             self.linear.learn(linear_inputs(z[rows], xn[rows]), slots)
         self.prior.update(np.array(labeled, dtype=np.int64))
-        if not self._learn() and self.vote is not None and any(label is not None for label in labels):
-            self._embed_memory()  # the vote must see this batch's samples even without a meta step
-        self._maybe_snapshot()
+        self._unsettled = any(label is not None for label in labels)
         return BatchResult(z, preds, drift, versions, correct)
 
     def _update_scales(self, x: np.ndarray) -> None:

@@ -5,8 +5,11 @@ This is steps 1-2 of DESIGN.md §1 for a whole batch at once: one
 (replay uses the same bound, but a poll may bring fewer records, so batch
 edges, and with them the exact predictions, can differ between a replay and
 the daemon on the same stream), messages queued without waiting, and one
-flush at the end. Bad records and batches the
-learner fails on go to the dead-letter topic; nothing is dropped silently.
+flush at the end. The learner's meta steps for a chunk (``learner.settle``,
+most of its time) run after the chunk's embeddings are queued, and after the
+flush for the last chunk: they delay the next poll, not these outputs. Bad
+records and batches the learner fails on go to the dead-letter topic; nothing
+is dropped silently.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class BatchHandler:
         self.metrics = metrics
         self.clock = clock
         self._implausible_ts_logged = False
+        self._unsettled_s: float | None = None  # time of the last process(settle=False) until its settle
 
     def handle(self, learner: Any, records: Sequence[Record]) -> BatchOutcome:
         """Process ``records`` in order; return what happened to them. Raises only if the sink fails."""
@@ -86,11 +90,13 @@ class BatchHandler:
         published: list[tuple[Record, Sample]] = []
         for start in range(0, len(valid), self.chunk):
             chunk = valid[start:start + self.chunk]
+            self._settle(learner)
             sent = self._learn_and_publish(learner, chunk)
             published.extend(sent)
             rejected += len(chunk) - len(sent)
         self.sink.flush()
         self._observe_latency(published)
+        self._settle(learner)
         embedded = len(published)
         learned = sum(1 for _, s in published if s.label is not None)
         m = self.metrics.samples
@@ -140,8 +146,9 @@ class BatchHandler:
         labels = [s.label for _, s in chunk]
         started = time.perf_counter()
         try:
-            result = learner.process(features, labels)
+            result = learner.process(features, labels, settle=False)
         except Exception as exc:  # a learner bug or numeric fault must not stop the stream or lose the batch
+            self.metrics.update_duration.observe(time.perf_counter() - started)
             first, last = chunk[0][0], chunk[-1][0]
             logger.error(
                 "learner failed on a batch; sending it to the dead-letter topic",
@@ -154,8 +161,7 @@ class BatchHandler:
             for record, _ in chunk:
                 self._dead_letter(record, PROCESSING_ERROR, detail, learner.model_version)
             return []
-        finally:
-            self.metrics.update_duration.observe(time.perf_counter() - started)
+        self._unsettled_s = time.perf_counter() - started
         self.metrics.record_correct(result.correct)
         send, topic = self.sink.send, self.embeddings_topic
         embeddings, predictions, drift, versions = (
@@ -181,6 +187,27 @@ class BatchHandler:
             send(topic, key, value)
             sent.append((record, sample))
         return sent
+
+    def _settle(self, learner: Any) -> None:
+        """Let the learner finish learning from the chunk it last processed; a failure is logged, not raised.
+
+        That chunk's embeddings are queued already, so they stand: the learner goes on from
+        where its failed step left it, as it does when ``process`` fails. The chunk's time in
+        the learner (``process`` plus this) is observed here, one observation per chunk.
+        """
+        if self._unsettled_s is None:
+            return
+        started = time.perf_counter()
+        try:
+            learner.settle()
+        except Exception as exc:
+            logger.error("learner failed while learning from a published batch; its embeddings stand and the stream "
+                         "goes on", extra={"model_version": learner.model_version,
+                                           "error": f"{exc.__class__.__name__}: {exc}"})
+            logger.debug("learner failure", exc_info=True)
+        finally:
+            self.metrics.update_duration.observe(self._unsettled_s + time.perf_counter() - started)
+            self._unsettled_s = None
 
     def _dead_letter(self, record: Record, reason: str, detail: str, model_version: int) -> None:
         """Queue a DeadLetter for ``record`` (its original bytes, truncated only beyond the size limit)."""

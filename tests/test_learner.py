@@ -90,6 +90,26 @@ def test_same_seed_gives_identical_predictions_and_other_seed_differs():
     assert not np.array_equal(ra[-1].embeddings, rc[-1].embeddings)
 
 
+def test_settling_later_changes_no_prediction_and_defers_only_the_meta_steps():
+    """process(settle=False) is what the daemon uses to publish before the slow part of learning."""
+    x, labels = blobs(640)
+    paced = {**SMALL, "meta_max_every": 16, "meta_min_every": 16}  # two meta steps per batch of 32
+    now, later = Learner(seed=3, **paced), Learner(seed=3, **paced)
+    eager = run(now, x, labels)
+    deferred = []
+    for start in range(0, len(x), 32):
+        deferred.append(later.process(x[start:start + 32], labels[start:start + 32], settle=False))
+        if start % 64 == 0:  # every other batch (not the last) is settled by the next process call instead
+            later.settle()
+    assert [r.predictions for r in deferred] == [r.predictions for r in eager]
+    np.testing.assert_array_equal(deferred[-1].embeddings, eager[-1].embeddings)
+    assert later.meta_updates < now.meta_updates  # the last batch's steps are still pending...
+    later.settle()
+    later.settle()  # ...until settled, once
+    assert (later.meta_updates, later.model_version) == (now.meta_updates, now.model_version)
+    np.testing.assert_array_equal(later.embed(x[:16]), now.embed(x[:16]))
+
+
 def test_model_version_rises_with_meta_updates():
     learner = Learner(seed=0, **{**SMALL, "meta_max_every": 16, "meta_min_every": 16})  # one step per 16 labels
     x, labels = blobs(128)

@@ -100,6 +100,46 @@ def test_predictions_are_made_before_learning(settings):
     assert predictions[2:] == ["lo", "hi", "lo", "hi"]
 
 
+class SettleWatcher(Learner):
+    """A real learner that notes, each time it settles, how many embeddings were queued and flushed."""
+
+    def __init__(self, sink: FakeSink, fail: bool = False) -> None:
+        super().__init__(seed=0, hidden_dim=32, embedding_dim=8, meta_every=16)
+        self.sink, self.fail, self.seen = sink, fail, []
+
+    def settle(self) -> None:
+        pending = self._unsettled is not None
+        if pending:
+            self.seen.append((len(self.sink.on("emb")), self.sink.flushes[-1] if self.sink.flushes else 0))
+        super().settle()
+        if pending and self.fail:
+            raise RuntimeError("boom in a meta step")
+
+
+def test_a_chunks_embeddings_are_queued_before_its_meta_steps_and_the_last_ones_flushed(settings):
+    rows = blob_rows(80)  # chunks of 32, 32 and 16
+    sink = FakeSink()
+    learner = SettleWatcher(sink)
+    metrics = Metrics()
+    BatchHandler(settings, sink, metrics).handle(learner, records([json.dumps(r).encode() for r in rows]))
+    assert learner.seen == [(32, 0), (64, 0), (80, 80)]  # the last chunk's steps wait for the flush
+    assert learner._unsettled is None  # nothing is left pending for the service (checkpoint, snapshot)
+    assert metrics.registry.get_sample_value("streamlearn_update_duration_seconds_count") == 3
+
+
+def test_a_learner_failing_after_publishing_keeps_the_embeddings_and_the_stream_goes_on(settings, caplog):
+    rows = blob_rows(40)
+    sink = FakeSink()
+    learner = SettleWatcher(sink, fail=True)
+    outcome = BatchHandler(settings, sink, Metrics()).handle(learner, records([json.dumps(r).encode() for r in rows]))
+    assert len(sink.on("emb")) == 40 and sink.on("dlq") == []
+    assert outcome.embedded == 40 and outcome.rejected == 0
+    assert sum("failed while learning from a published batch" in r.getMessage() for r in caplog.records) == 2
+    learner.fail = False
+    assert BatchHandler(settings, sink, Metrics()).handle(learner, records([json.dumps(r).encode() for r in rows])
+                                                          ).embedded == 40
+
+
 def test_the_first_valid_sample_fixes_an_unknown_dimension(settings):
     lines = [b'{"features": [1, 2, 3]}', b'{"features": [1, 2, 3, 4]}', b'{"features": [4, 5, 6], "label": 1}']
     sink = FakeSink()
@@ -115,8 +155,11 @@ def test_a_failing_learner_sends_its_batch_to_dead_letters_and_the_stream_goes_o
         n_features = N_FEATURES
         model_version = 7
 
-        def process(self, features, labels):
+        def process(self, features, labels, *, settle=True):
             raise RuntimeError("boom")
+
+        def settle(self):
+            pass
 
     lines = [json.dumps(r).encode() for r in blob_rows(5)] + [b"not json"]
     sink, metrics = FakeSink(), Metrics()
