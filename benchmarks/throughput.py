@@ -159,11 +159,19 @@ def codec_and_learner(bodies: list[bytes], torch_threads: int, n: int = 12_000) 
 
 # -- (a) raw ceiling ------------------------------------------------------------------------------
 def raw_ceiling(bootstrap: str, topic_in: str, topic_out: str, n: int, timeout_s: float) -> dict:
-    """Consume ``n`` records and republish their bytes, one flush per poll like the daemon; time it."""
+    """Consume ``n`` records and republish their bytes, one flush per poll like the daemon; time it.
+
+    The consumer reads the one partition directly, from offset 0, without a consumer group: a
+    group join that never completes (seen once with kafka-python 3.0.12: the whole 600-s budget
+    with no record) would otherwise leave no ceiling to compare the daemon with. A run that still
+    reads nothing fails loudly instead of reporting 0 samples/s.
+    """
     options = client_options(KafkaSettings(bootstrap_servers=bootstrap))
-    consumer = KafkaConsumer(topic_in, group_id=f"bench-raw-{uuid.uuid4().hex[:8]}", enable_auto_commit=False,
-                             auto_offset_reset="earliest", max_poll_records=500, fetch_max_wait_ms=200,
+    consumer = KafkaConsumer(enable_auto_commit=False, max_poll_records=500, fetch_max_wait_ms=200,
                              max_partition_fetch_bytes=1_048_576 + 65_536, **options)
+    partition = TopicPartition(topic_in, 0)
+    consumer.assign([partition])
+    consumer.seek(partition, 0)
     prod = producer(bootstrap, linger_ms=5)
     count, first, deadline = 0, None, time.monotonic() + timeout_s
     while count < n and time.monotonic() < deadline:
@@ -179,6 +187,8 @@ def raw_ceiling(bootstrap: str, topic_in: str, topic_out: str, n: int, timeout_s
     elapsed = time.perf_counter() - (first or time.perf_counter())
     consumer.close(autocommit=False)
     prod.close()
+    if count == 0:
+        raise SystemExit(f"raw ceiling: no record of {topic_in} read in {timeout_s:.0f} s; the broker is not serving it")
     return {"records": count, "seconds": elapsed, "samples_per_s": count / elapsed if elapsed > 0 else 0.0}
 
 

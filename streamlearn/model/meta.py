@@ -28,8 +28,8 @@ def protonet_loss(
     onehot = torch.nn.functional.one_hot(support_y, ways).to(support.dtype)
     protos = (onehot.T @ support) / onehot.sum(0).clamp_min(1.0)[:, None]
     # -|q - p|^2 = 2 q.p - |p|^2 - |q|^2; the last term is the same for every class of a query, so the
-    # softmax (and the loss and its gradient) do not depend on it. Two products instead of cdist: ~40%
-    # less time for the loss and its backward at episode sizes.
+    # softmax (and the loss and its gradient) do not depend on it. Two products instead of cdist: the
+    # forward, loss and backward of a 160-row episode took 1.24 ms instead of 1.35.
     logits = 2.0 * (query @ protos.T) - (protos * protos).sum(1)
     return torch.nn.functional.cross_entropy(logits, query_y)
 
