@@ -156,10 +156,7 @@ def test_a_failing_learner_sends_its_batch_to_dead_letters_and_the_stream_goes_o
         model_version = 7
 
         def process(self, features, labels, *, settle=True):
-            raise RuntimeError("boom")
-
-        def settle(self):
-            pass
+            raise RuntimeError("boom")  # so the handler never asks it to settle
 
     lines = [json.dumps(r).encode() for r in blob_rows(5)] + [b"not json"]
     sink, metrics = FakeSink(), Metrics()
