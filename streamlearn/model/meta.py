@@ -94,24 +94,12 @@ class MetaStep:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():
-            if self._anchor is not None:
-                # The gradient of anchor_weight * ||p - p0||^2, added directly: same update, no autograd graph.
-                pairs = [(p, a) for p, a in self._anchor if p.grad is not None]
-                torch._foreach_add_([p.grad for p, _ in pairs], torch._foreach_sub([p for p, _ in pairs],
-                                    [a for _, a in pairs]), alpha=2.0 * self.anchor_weight)
-            self._clip_gradients()
+        if self._anchor is not None:
+            # The gradient of anchor_weight * ||p - p0||^2, added directly: same update, no autograd graph.
+            with torch.no_grad():
+                for p, a in self._anchor:
+                    if p.grad is not None:
+                        p.grad.add_(p - a, alpha=2.0 * self.anchor_weight)
+        torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), self.max_grad_norm, foreach=True)
         self.optimizer.step()
         return value
-
-    def _clip_gradients(self) -> None:
-        """Scale the gradients down to a total norm of at most ``max_grad_norm`` (as ``clip_grad_norm_``).
-
-        Two fused list operations: torch's ``clip_grad_norm_`` sorts the tensors by device and
-        type first, which costs as much as the arithmetic at this encoder's size.
-        """
-        grads = [p.grad for p in self.encoder.parameters() if p.grad is not None]
-        if not grads:
-            return
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        torch._foreach_mul_(grads, (self.max_grad_norm / (total + 1e-6)).clamp_max(1.0))
