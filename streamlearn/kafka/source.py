@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 _POSITION_TIMEOUT_MS = 100
 _COMMITTED_TIMEOUT_MS = 5_000
 _SESSION_TIMEOUT_MS = 10_000
+_METADATA_WAIT_S = 30.0  # longest wait for a just-created samples topic to appear in the cluster metadata
 
 
 class KafkaSource:
@@ -68,11 +69,29 @@ class KafkaSource:
                 heartbeat_interval_ms=_SESSION_TIMEOUT_MS // 3,
                 **client_options(settings),
             )
+            self._await_topic_metadata()
             self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         except (KafkaError, OSError) as exc:
             raise KafkaSetupError(
                 f"cannot start a consumer for {self.topic} at {settings.bootstrap_servers}: {exc}"
             ) from exc
+
+    def _await_topic_metadata(self) -> None:
+        """Wait until the cluster metadata lists the samples topic's partitions, for up to ``_METADATA_WAIT_S``.
+
+        A topic created a moment ago (the daemon creates its own) may not be in the metadata the
+        consumer fetches first. A group that is joined then assigns this consumer nothing
+        ("No partition metadata for topic"), and kafka-python only looks again at its next
+        metadata refresh, 5 minutes later: the daemon would sit idle, ready to all appearances.
+        """
+        deadline = time.monotonic() + _METADATA_WAIT_S
+        while not self._consumer.partitions_for_topic(self.topic):
+            if time.monotonic() >= deadline:
+                logger.warning("the samples topic has no partitions in the cluster metadata yet; subscribing anyway "
+                               "(partitions are assigned once the metadata lists them)",
+                               extra={"topic": self.topic, "waited_s": _METADATA_WAIT_S})
+                return
+            time.sleep(0.1)
 
     # -- rebalance callbacks (run on kafka-python's IO thread) --------------------------------
     def _assigned(self, partitions: list[TopicPartition]) -> None:

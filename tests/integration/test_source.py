@@ -163,3 +163,25 @@ def test_compressed_batches_are_read(kafka: KafkaSettings, codec: str) -> None:
     finally:
         source.close()
     assert values == [f'{{"features": [{i}]}}'.encode() for i in range(20)]
+
+
+def test_a_source_started_the_moment_its_topic_is_created_is_assigned_it(kafka_bootstrap: str) -> None:
+    """The daemon creates its topic and subscribes right away. A group joined before the topic is in the
+    cluster metadata assigns nothing until kafka-python's next metadata refresh (5 minutes): the source
+    waits for the metadata first, so the first records are read within seconds."""
+    with fresh_topic(kafka_bootstrap, "test.source.new") as name:
+        settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, samples_topic=name, group_id=name,
+                                 poll_max_records=10, poll_timeout_ms=200)
+        source = KafkaSource(settings)
+        try:
+            producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", max_block_ms=10_000)
+            producer.send(name, value=b"first")
+            producer.flush(timeout=WAIT_S)
+            producer.close()
+            read, deadline = [], time.monotonic() + WAIT_S
+            while not read and time.monotonic() < deadline:
+                read = source.poll()
+            assert [r.value for r in read] == [b"first"]
+            assert source.is_assigned()
+        finally:
+            source.close()
