@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -271,10 +272,15 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
     return final / MODEL_FILE
 
 
-def _written_at(folder: Path) -> tuple[int, str]:
-    """When a ``ckpt-*`` folder was written (the clock at the end of its name; 0 if none), for ordering."""
-    stamp = folder.name.rsplit("-", 1)[-1]
-    return (int(stamp) if stamp.isdigit() else 0), folder.name
+# The name :func:`prepare` gives a checkpoint folder (the widths are minimums: a version may outgrow
+# ten digits). Only such folders are read or pruned: a user's own "ckpt-backup" is left alone.
+_CHECKPOINT_NAME = re.compile(r"ckpt-\d{10,}-\d{12,}-\d{20,}")
+
+
+def _checkpoint_folders(directory: Path) -> list[Path]:
+    """The checkpoint folders :func:`write` made in ``directory``, oldest first (by the clock in their name)."""
+    folders = [p for p in directory.glob("ckpt-*") if _CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()]
+    return sorted(folders, key=lambda p: (int(p.name.rsplit("-", 1)[-1]), p.name))
 
 
 def _prune(directory: Path, keep: int, newest: Path) -> None:
@@ -283,14 +289,14 @@ def _prune(directory: Path, keep: int, newest: Path) -> None:
     By time written, not by model version: a second run saving into the same folder starts again
     at a low version, and its model must not be the one deleted.
     """
-    checkpoints = sorted((p for p in directory.glob("ckpt-*") if p.is_dir() and p != newest), key=_written_at)
+    checkpoints = [p for p in _checkpoint_folders(directory) if p != newest]
     for old in checkpoints[: max(0, len(checkpoints) - (keep - 1))] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def _complete(directory: Path) -> list[Path]:
-    """The model files of the complete ``ckpt-*`` folders in ``directory``, oldest first."""
-    return [p / MODEL_FILE for p in sorted(directory.glob("ckpt-*"), key=_written_at) if (p / MODEL_FILE).is_file()]
+    """The model files of the complete checkpoint folders in ``directory``, oldest first."""
+    return [p / MODEL_FILE for p in _checkpoint_folders(directory) if (p / MODEL_FILE).is_file()]
 
 
 _told_dangling: set[Path] = set()  # checkpoints latest_path has warned about

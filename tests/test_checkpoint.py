@@ -76,6 +76,23 @@ def test_a_model_saved_after_newer_versions_is_the_one_kept(tmp_path, trained):
     assert checkpoint.load(tmp_path)[0].model_version == fresh.model_version
 
 
+def test_pruning_deletes_only_checkpoints_it_wrote(tmp_path, trained):
+    # A user's own folder that happens to start with "ckpt-" was deleted (as the oldest) by the third save.
+    mine = tmp_path / "ckpt-mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "ckpt-backup").mkdir()
+    (tmp_path / "ckpt-backup" / checkpoint.MODEL_FILE).write_bytes(b"a user's file, not a checkpoint")
+    for i in range(4):
+        run(trained, *blobs(32, seed=i))
+        checkpoint.save(tmp_path, trained, keep=2)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "ckpt-backup" / checkpoint.MODEL_FILE).is_file()
+    assert len(list(tmp_path.glob("ckpt-0*"))) == 2
+    (tmp_path / "LATEST").unlink()  # the fallback never takes the user's folder for a checkpoint
+    assert checkpoint.latest_path(tmp_path).parent.name.startswith("ckpt-0")
+
+
 def test_load_errors_are_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         checkpoint.load(tmp_path)
