@@ -26,14 +26,17 @@ def positive_float(text: str) -> float:
     return value
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """A parser for integers >= ``minimum`` (its name is what argparse shows in errors).
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """A parser for integers >= ``minimum`` (and <= ``maximum``; its name is what argparse shows in errors).
 
     >>> int_at_least(0)("3")
     3
     >>> int_at_least(1)("0")
     Traceback (most recent call last):
     argparse.ArgumentTypeError: must be at least 1, got 0
+    >>> int_at_least(0, 9)("10")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be at most 9, got 10
     """
 
     def parse(text: str) -> int:
@@ -44,6 +47,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             wanted = "a non-negative integer" if minimum == 0 else f"at least {minimum}"
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"

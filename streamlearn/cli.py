@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from streamlearn import __version__
-from streamlearn.config import LOG_LEVELS, Settings, load_settings
+from streamlearn.config import LOG_LEVELS, MAX_SEED, Settings, load_settings
 from streamlearn.argtypes import int_at_least, positive_float
 from streamlearn.errors import CheckpointError, ConfigError, StreamlearnError, UsageError
 from streamlearn.logging_setup import configure_logging
-from streamlearn.paths import ensure_writable_folder
+from streamlearn.paths import unwritable_reason
 
 __all__ = ["main", "build_parser"]
 
@@ -34,8 +34,8 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
 
     def error(self, message: str) -> NoReturn:
-        """Turn argparse's complaint into a UsageError naming the subcommand."""
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        """Turn argparse's complaint into a UsageError; its help hint names the subcommand."""
+        raise UsageError(f"{message} (see '{self.prog} --help')")  # printed after "streamlearn: error: "
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--predictions", type=Path, metavar="OUT.jsonl", help="one prediction line per input line")
     rep.add_argument("--report", type=Path, metavar="OUT.json", help="JSON summary of the run")
     rep.add_argument("--save-model", type=Path, metavar="DIR", help="save the final model here")
-    rep.add_argument("--seed", type=int_at_least(0), metavar="N", help="override learner.seed")
+    rep.add_argument("--seed", type=int_at_least(0, MAX_SEED), metavar="N", help="override learner.seed")
     rep.set_defaults(handler=_cmd_replay)
 
     emb = commands.add_parser("embed", parents=[common], help="embed a JSONL file with a saved model")
@@ -116,7 +116,8 @@ def _check_outputs(inputs: dict[str, Path], files: dict[str, Path | None],
         blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
         if blocking is not None:
             raise UsageError(f"{flag} {path}: {blocking} is a file, not a folder")
-        ensure_writable_folder(folder)
+        if (reason := unwritable_reason(folder)) is not None:
+            raise UsageError(f"{flag} {path}: {reason}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

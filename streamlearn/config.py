@@ -165,13 +165,19 @@ class CheckpointSettings(_Section):
     keep: PositiveInt = 3
 
 
+MAX_SEED = 2**64 - 1  # torch's generator takes a 64-bit seed
+# Far above any useful size, and below what makes the first batch die allocating the encoder.
+MAX_FEATURES = 100_000
+MAX_WIDTH = 8192
+
+
 class LearnerSettings(_Section):
     """Hyperparameters of the online meta-learner (see streamlearn.learner.Learner)."""
 
-    seed: NonNegativeInt = 0
-    n_features: PositiveInt | None = None
-    embedding_dim: PositiveInt = 64
-    hidden_dim: PositiveInt = 128
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED), _NoBool] = 0
+    n_features: Annotated[int, Field(ge=1, le=MAX_FEATURES), _NoBool] | None = None
+    embedding_dim: Annotated[int, Field(ge=1, le=MAX_WIDTH), _NoBool] = 64
+    hidden_dim: Annotated[int, Field(ge=1, le=MAX_WIDTH), _NoBool] = 128
     lr: float = Field(0.001, gt=0, allow_inf_nan=False)
     meta_every: PositiveInt = 16
     meta_max_every: PositiveInt = 64

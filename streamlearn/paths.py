@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-__all__ = ["ensure_writable_folder"]
+__all__ = ["ensure_writable_folder", "unwritable_reason"]
 
 
 def ensure_writable_folder(folder: Path) -> None:
@@ -19,3 +19,24 @@ def ensure_writable_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".streamlearn-write-check-"):
         pass
+
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why ``folder`` could not be created and written (None if it could); creates nothing.
+
+    The probe file goes to ``folder`` or, if it does not exist yet, to its nearest existing
+    parent (whoever may write there may create the rest), and is deleted at once. A command that
+    then fails for another reason leaves no empty folder behind.
+
+    >>> unwritable_reason(Path("/tmp/no/such/folder/yet")) is None
+    True
+    >>> unwritable_reason(Path("/proc/self/no-such-dir"))  # doctest: +ELLIPSIS
+    '/proc/self is not writable (...)'
+    """
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".streamlearn-write-check-"):
+            return None
+    except OSError as exc:
+        return f"{existing} is not writable ({exc.strerror or exc})"

@@ -22,7 +22,7 @@ import numpy as np
 from streamlearn.config import Settings
 from streamlearn.errors import SchemaError, UsageError
 from streamlearn.jsonl import iter_lines
-from streamlearn.schema import Sample, decode_sample, peek_id
+from streamlearn.schema import Sample, decode_sample, peek_id, peek_label
 
 __all__ = ["ReplayReport", "replay"]
 
@@ -155,7 +155,7 @@ def replay(
             except SchemaError as exc:
                 tally.invalid[exc.reason] += 1
                 logger.debug("invalid line", extra={"line": number, "reason": exc.reason, "detail": exc.detail})
-                pending.append(_rejected_row(raw, number, exc, learner.model_version, max_bytes))
+                pending.append(_rejected_row(raw, number, exc, max_bytes))
                 continue
             if n_features is None:
                 n_features = int(sample.features.shape[0])  # the first valid sample fixes the dimension
@@ -200,13 +200,16 @@ def replay(
     return result
 
 
-def _rejected_row(raw: bytes, number: int, exc: SchemaError, model_version: int, max_bytes: int) -> dict[str, Any]:
-    """The predictions line for an invalid input line (its own id when one can be read)."""
+def _rejected_row(raw: bytes, number: int, exc: SchemaError, max_bytes: int) -> dict[str, Any]:
+    """The predictions line for an invalid input line (its own id and label when they can be read).
+
+    Its ``model_version`` is filled in by :func:`_process`, once the batch it was read in is learned from.
+    """
     return {
         "id": peek_id(raw, max_bytes) or str(number),
         "prediction": None,
-        "label": None,
-        "model_version": int(model_version),
+        "label": peek_label(raw, max_bytes),
+        "model_version": None,
         "error": exc.reason,
         "detail": exc.detail,
     }
@@ -222,7 +225,12 @@ def _plain(value: Any) -> Any:
 def _process(
     learner: Any, batch: list[Sample], pending: list[dict[str, Any] | Sample], tally: _Tally
 ) -> list[dict[str, Any]]:
-    """Run test-then-train on the batch and return the finished output rows for `pending`, in order."""
+    """Run test-then-train on the batch and return the finished output rows for `pending`, in order.
+
+    A rejected line gets the model version that was current when it was read: that of the next
+    valid sample of the batch (the model that would have predicted it), or the version after the
+    batch when it came after the last one.
+    """
     outcomes: dict[int, dict[str, Any]] = {}
     if batch:
         features = np.stack([s.features for s in batch])
@@ -240,4 +248,10 @@ def _process(
                 "label": sample.label,
                 "model_version": int(result.model_versions[i]),
             }
+    version = int(learner.model_version)
+    for row in reversed(pending):
+        if isinstance(row, Sample):
+            version = outcomes[id(row)]["model_version"]
+        else:
+            row["model_version"] = version
     return [outcomes[id(row)] if isinstance(row, Sample) else row for row in pending]

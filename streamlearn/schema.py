@@ -35,6 +35,7 @@ __all__ = [
     "decode_sample",
     "encode_floats",
     "peek_id",
+    "peek_label",
     "PROCESSING_ERROR",
 ]
 
@@ -273,13 +274,7 @@ def peek_id(raw: bytes, max_bytes: int) -> str | None:
     >>> peek_id(b'{"id": "a-1", "features": "oops"}', 100), peek_id(b'{oops', 100)
     ('a-1', None)
     """
-    if len(raw) > max_bytes:
-        return None
-    try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    value = obj.get("id") if isinstance(obj, dict) else None
+    value = _peek_object(raw, max_bytes).get("id")
     if not isinstance(value, str):
         return None
     try:
@@ -287,6 +282,29 @@ def peek_id(raw: bytes, max_bytes: int) -> str | None:
     except UnicodeEncodeError:
         return None  # not text: the record is named by its position instead
     return value
+
+
+def peek_label(raw: bytes, max_bytes: int) -> Label | None:
+    """The valid label of a rejected raw record (None if it has none, or the label is what is wrong).
+
+    >>> peek_label(b'{"features": [1, NaN], "label": "cat"}', 100), peek_label(b'{"label": true}', 100)
+    ('cat', None)
+    """
+    try:
+        return _decode_label(_peek_object(raw, max_bytes).get("label"))
+    except SchemaError:
+        return None
+
+
+def _peek_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """A raw record read leniently as a JSON object (empty if it is none, or over `max_bytes`)."""
+    if len(raw) > max_bytes:
+        return {}
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _decode_features(obj: dict[str, Any], n_features: int | None) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from .conftest import INVALID_LINES, N_FEATURES
+from .conftest import INVALID_LINES, N_FEATURES, blob_rows
 from streamlearn import checkpoint
 from streamlearn.cli import main
 from streamlearn.config import Settings
@@ -56,9 +56,12 @@ def test_replay_predictions_match_the_contract_line_by_line(
         if given is None:
             assert set(out) == {"id", "prediction", "label", "model_version", "error", "detail"}
             assert out["error"] == INVALID_BY_LINE[raw] and out["detail"]
-            assert out["prediction"] is None and out["label"] is None
+            # Its own label when that is valid; the model version that would have predicted it.
+            assert out["prediction"] is None and out["label"] == ("a" if raw == '{"label": "a"}' else None)
             own_id = "bad-dim" if "bad-dim" in raw else None
             assert out["id"] == (own_id or str(number))
+            following = next(r for r in rows[number:] if "error" not in r)
+            assert out["model_version"] == following["model_version"]
         else:
             assert set(out) == {"id", "prediction", "label", "model_version"}
             assert out["id"] == given.get("id", str(number))
@@ -83,6 +86,24 @@ def test_replay_predictions_match_the_contract_line_by_line(
     assert report["drift_events"]["count"] == len(report["drift_events"]["events"])
     assert report["wall_time_s"] > 0 and report["throughput_samples_per_s"] > 0
     assert report["model_version"] == rows[-1]["model_version"] or report["model_version"] > last_version
+
+
+def test_a_rejected_line_carries_the_model_version_that_would_have_predicted_it(
+    write_jsonl, tmp_path: Path, capsys
+) -> None:
+    # It carried the version from before its batch (0 amid rows of version 6 in a first batch of 256).
+    lines = [json.dumps(row) for row in blob_rows(400)]
+    for k in range(len(lines) - 1, 0, -9):
+        lines.insert(k, "not json")
+    data, preds = write_jsonl(lines), tmp_path / "preds.jsonl"
+    assert main(["replay", str(data), "--predictions", str(preds)]) == 0  # batch 256: versions move within it
+    capsys.readouterr()
+    rows = read_jsonl(preds)
+    rejected = [n for n, row in enumerate(rows) if "error" in row]
+    for n in rejected:
+        following = next(r for r in rows[n:] if "error" not in r)
+        assert rows[n]["model_version"] == following["model_version"]
+    assert len({rows[n]["model_version"] for n in rejected if n < 256}) > 1
 
 
 def test_replay_is_deterministic_for_a_seed(stream_lines: list[str], write_jsonl, small_settings: Settings,
@@ -220,10 +241,13 @@ def test_unloadable_model_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.Ca
 UNWRITABLE = Path("/proc/streamlearn-no-such-folder")  # a folder no one can create, not even root
 
 
-def test_unwritable_output_exits_1(write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unwritable_output_is_bad_usage_named_by_its_flag(write_jsonl, tmp_path: Path, capsys) -> None:
+    # It was exit 1 with the name of an internal probe file; `run` already gives 2 for an unwritable checkpoint.dir.
     data = write_jsonl(['{"features": [1, 2]}'])
-    assert main(["replay", str(data), "--predictions", str(UNWRITABLE / "preds.jsonl")]) == 1
-    assert one_line(capsys.readouterr().err)
+    assert main(["replay", str(data), "--predictions", str(UNWRITABLE / "preds.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and f"--predictions {UNWRITABLE / 'preds.jsonl'}: /proc is not writable" in err
+    assert "write-check" not in err
 
 
 def test_an_unwritable_output_fails_before_the_replay_runs(write_jsonl, tmp_path: Path, capsys) -> None:
@@ -231,8 +255,22 @@ def test_an_unwritable_output_fails_before_the_replay_runs(write_jsonl, tmp_path
     predictions = tmp_path / "out" / "preds.jsonl"
     report = UNWRITABLE / "r.json"
     code = main(["replay", str(data), "--predictions", str(predictions), "--report", str(report)])
-    assert code == 1 and one_line(capsys.readouterr().err)
-    assert not predictions.exists()  # nothing was replayed
+    assert code == 2 and one_line(capsys.readouterr().err)
+    assert not predictions.parent.exists()  # nothing was replayed, and no folder made for it
+
+
+def test_a_failed_replay_leaves_no_empty_output_folder(write_jsonl, tmp_path: Path, capsys) -> None:
+    # The output check created the folders before the config was read or the input replayed.
+    data = write_jsonl(['not json'] * 3)
+    model = tmp_path / "new" / "model"
+    assert main(["replay", str(data), "--save-model", str(model)]) == 2  # no valid sample: nothing to save
+    assert not (tmp_path / "new").exists()
+    config = tmp_path / "bad.yaml"
+    config.write_text("learner: {lr: -1}\n")
+    predictions = tmp_path / "preds" / "p.jsonl"
+    assert main(["replay", str(data), "--config", str(config), "--predictions", str(predictions)]) == 2
+    assert not predictions.parent.exists()
+    capsys.readouterr()
 
 
 def test_real_process_never_prints_a_traceback(tmp_path: Path) -> None:
