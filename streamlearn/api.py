@@ -85,8 +85,12 @@ def _validation_detail(exc: RequestValidationError) -> str:
     if not errors:
         return "invalid request"
     first = errors[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if first.get("type") == "json_invalid":  # its loc holds a character position, not a field
+        position = first.get("loc", ("body", "?"))[-1]
+        reason = first.get("ctx", {}).get("error", "")
+        return f"body is not valid JSON: {reason or first.get('msg', 'decode error')} at character {position}"
+    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
     return f"{loc}: {first.get('msg', 'invalid value')}{more}"
 
 
@@ -255,7 +259,7 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
         except FileNotFoundError as exc:
             raise _error(404, f"the latest checkpoint file is gone ({path}); retry shortly") from exc
         return Response(content=body, media_type="application/octet-stream",
-                        headers={"Content-Disposition": 'attachment; filename="model.safetensors"'})
+                        headers={"Content-Disposition": f'attachment; filename="{Path(path).name}"'})
 
     @app.post("/v1/embed", response_model=EmbedResponse, summary="Embed rows of raw features (no learning)",
               responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})

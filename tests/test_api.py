@@ -136,7 +136,9 @@ def test_non_finite_values_are_rejected(client, raw):
 def test_malformed_json_is_a_422_with_a_reason(client):
     response = client.post("/v1/embed", content=b"{oops", headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert isinstance(response.json()["detail"], str) and response.json()["detail"]
+    # Said as such, with where: it was "1: JSON decode error", the position looking like a field name.
+    assert response.json()["detail"].startswith("body is not valid JSON: ")
+    assert response.json()["detail"].endswith(" at character 1")
 
 
 def test_a_model_without_dimension_yet_is_not_ready_to_serve():
@@ -173,7 +175,10 @@ def test_weights_serve_the_inference_export_when_the_checkpoint_has_one(store, t
     path.write_bytes(b"full checkpoint with replay memory")
     path.with_name("export.safetensors").write_bytes(b"inference-only export")
     store.set_checkpoint(str(path))
-    assert make_client(store).get("/v1/model/weights").content == b"inference-only export"
+    response = make_client(store).get("/v1/model/weights")
+    assert response.content == b"inference-only export"
+    # Named as what it is: it was offered as "model.safetensors", the name of the full checkpoint file.
+    assert response.headers["content-disposition"] == 'attachment; filename="export.safetensors"'
 
 
 def test_drift_lists_recent_events(client, trained):
