@@ -170,6 +170,25 @@ def test_prototype_is_the_mean_until_min_rate_takes_over(values):
     assert head.prototypes(0)[0, 0] == pytest.approx(np.mean(values), rel=1e-4, abs=1e-3)
 
 
+def test_refit_agrees_with_the_running_mean_on_a_class_that_moves():
+    """Re-estimating from memory must not pull a moving class back to its memory's average position.
+
+    The plain mean (5.0 here) did, after every meta step: on four Gaussian classes rotating twice over
+    10,000 samples the learner scored 0.826, against 0.926 with this refit and 0.924 for a per-sample MLP.
+    """
+    z = np.linspace(0.0, 10.0, 200, dtype=np.float32)[:, None]
+    running, refitted = PrototypeHead(1), PrototypeHead(1)
+    for row in z:
+        running.update(0, row)
+    refitted.refit(0, z)
+    # 7.72 vs 7.60: the running mean is a plain mean for its first 1 / min_rate samples, so it lags a bit more.
+    assert refitted.prototypes(0)[0, 0] == pytest.approx(running.prototypes(0)[0, 0], abs=0.2)
+    assert refitted.prototypes(0)[0, 0] > 7.0
+    still = np.full((200, 1), 3.0, dtype=np.float32)  # a class that stays put is refitted where it is
+    refitted.refit(0, still)
+    assert refitted.prototypes(0)[0, 0] == pytest.approx(3.0)
+
+
 def test_extra_prototypes_cover_a_two_cluster_class():
     """Class 0 has two clusters with class 1 between them: a miss grows a second prototype."""
     rng = np.random.default_rng(0)
