@@ -17,9 +17,7 @@ def ensure_writable_folder(folder: Path) -> None:
     FileNotFoundError: [Errno 2] No such file or directory: '/proc/no-such-dir'
     """
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".streamlearn-write-check-"):
-        pass
-
+    _probe(folder)
 
 
 def unwritable_reason(folder: Path) -> str | None:
@@ -36,7 +34,13 @@ def unwritable_reason(folder: Path) -> str | None:
     """
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".streamlearn-write-check-"):
-            return None
+        _probe(existing)
     except OSError as exc:
         return f"{existing} is not writable ({exc.strerror or exc})"
+    return None
+
+
+def _probe(folder: Path) -> None:
+    """Create and delete a file in the existing ``folder``; raises the OSError if that cannot be done."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".streamlearn-write-check-"):
+        pass
