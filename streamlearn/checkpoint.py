@@ -129,18 +129,6 @@ def to_state(learner: Learner) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-def _param_groups(saved: list[dict], learner: Learner) -> list[dict]:
-    """The optimiser's saved parameter groups, with the parameters the saved model did not have yet added.
-
-    They come last (the encoder's linear path follows its MLP) and start with a fresh optimiser state.
-    """
-    current = learner.meta.optimizer.state_dict()["param_groups"]
-    if len(saved) != len(current):
-        return saved  # not ours to mend: the optimiser reports the mismatch
-    return [dict(group, params=now["params"]) if len(group["params"]) < len(now["params"]) else group
-            for group, now in zip(saved, current)]
-
-
 def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     """Rebuild a learner from :func:`to_state` output (drift detectors restart empty)."""
     if meta.get("format") not in READABLE_FORMATS:
@@ -182,7 +170,8 @@ def from_state(arrays: dict[str, np.ndarray], meta: dict) -> Learner:
     for key, value in _part(arrays, "optim").items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = torch.from_numpy(value.copy())
-    learner.meta.optimizer.load_state_dict({"state": state, "param_groups": _param_groups(meta["optimizer_groups"], learner)})
+    # A parameter the saved model did not have (the linear path, before it existed) starts with zero moments.
+    learner.meta.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
     for name, value in meta["counters"].items():
         setattr(learner, f"_{name}", value)
     learner.meta.set_plasticity(meta["plasticity"])

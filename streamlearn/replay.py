@@ -137,9 +137,6 @@ def replay(
     batch: list[Sample] = []
 
     logger.debug("replay started", extra={"path": str(path), "batch_size": batch_size, "seed": settings.learner.seed})
-    from streamlearn.model.meta import warm_up  # heavy (torch), as the learner
-
-    warm_up()  # torch's lazy imports are start-up, like importing torch: out of the throughput's wall time
     started = time.perf_counter()
     with _open_output(predictions) as out, _progress(path, show) as advance:
 

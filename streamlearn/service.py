@@ -71,7 +71,6 @@ class Service:
         """Run until stopped, until ``count`` records were consumed, or ``timeout`` seconds passed; return 0."""
         from streamlearn.checkpointer import Checkpointer, ensure_writable, restore
         from streamlearn.learner import Learner  # heavy (torch): imported when the daemon starts
-        from streamlearn.model.meta import warm_up
 
         s = self.settings
         with ExitStack() as stack:
@@ -79,7 +78,6 @@ class Service:
             ensure_writable(Path(s.checkpoint.dir))
             self.prepare_topics(s.kafka)
             self.learner, extra, restored = restore(s.checkpoint, lambda: Learner.from_settings(s.learner), s.learner)
-            warm_up()  # else a fresh learner's first batch waits seconds for torch's lazy imports
             self.metrics.observe_learner(self.learner, baseline=True)
             self._publish(force=True)
             self.store.set_checkpoint(None if restored is None else str(restored))  # what /v1/model/weights serves

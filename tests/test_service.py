@@ -121,21 +121,6 @@ def test_count_bounds_the_run_and_the_final_checkpoint_is_committed(settings):
     assert len(source.committed) == 2  # one checkpoint on cadence (100 records), one at the end
 
 
-def test_torch_is_warmed_up_before_the_first_record_is_consumed(settings, monkeypatch):
-    # A fresh learner builds its optimiser with its first batch, and the first optimiser loads seconds of
-    # torch modules: the daemon's first samples waited for them (2.5-5 s end to end).
-    from streamlearn.model import meta
-
-    order = []
-    real_warm_up = meta.warm_up
-    monkeypatch.setattr(meta, "warm_up", lambda: (order.append("warm_up"), real_warm_up()))
-    data = lines(10)
-    factory = lambda k, start_offsets=None: (order.append("source"), MemorySource(data, k, start_offsets))[1]
-    daemon = Service(settings, source_factory=factory, sink_factory=lambda k: MemorySink(), prepare_topics=lambda k: None)
-    assert daemon.run(count=10, timeout=60) == 0
-    assert order == ["warm_up", "source"]
-
-
 def test_an_unwritable_checkpoint_dir_is_refused_before_anything_is_consumed(settings, tmp_path):
     (tmp_path / "a-file").write_text("")
     bad = settings.model_copy(update={"checkpoint": settings.checkpoint.model_copy(

@@ -82,8 +82,9 @@ def daemon(kafka_bootstrap: str, tmp_path: Path):
     env = dict(os.environ, STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
                STREAMLEARN_KAFKA__SAMPLES_TOPIC=settings.kafka.samples_topic)
     # Enough for 5 minutes, so samples flow whenever the queries run, however slow the machine.
+    producer_log = (tmp_path / "producer.log").open("w")
     producer = subprocess.Popen([sys.executable, "-m", "streamlearn", "produce", "--demo", "--rate", "100", "--count",
-                                 "30000"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 "30000"], env=env, stdout=producer_log, stderr=subprocess.STDOUT)
     service = Service(settings, metrics=Metrics())
     runner = threading.Thread(target=service.run, kwargs={"timeout": 300}, daemon=True)
     runner.start()
@@ -93,6 +94,7 @@ def daemon(kafka_bootstrap: str, tmp_path: Path):
         producer.send_signal(signal.SIGINT)
         service.stop()
         runner.join(60)
+        producer_log.close()
         assert producer.wait(30) == 130  # interrupted, as the CLI reports it
 
 
@@ -132,7 +134,24 @@ def query(http: httpx.Client, promql: str) -> list[dict]:
     return reply["data"]["result"]
 
 
-def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_daemon(prometheus: httpx.Client):
+def _stalled(daemon: Service, tmp_path: Path) -> str:
+    """What a test that saw no samples flowing needs to tell a stalled daemon from a stalled producer."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    kafka = daemon.settings.kafka
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        ends = consumer.end_offsets([TopicPartition(kafka.samples_topic, 0)])
+    finally:
+        consumer.close()
+    learner = daemon.learner
+    return (f"samples topic end offsets {ends}; daemon learner samples_seen "
+            f"{None if learner is None else learner.samples_seen}; producer output "
+            f"{(tmp_path / 'producer.log').read_text()[-2000:]!r}")
+
+
+def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_daemon(prometheus: httpx.Client,
+                                                                                     daemon: Service, tmp_path: Path):
     http = prometheus
     flowing = f'rate(streamlearn_samples_total{{job="streamlearn", outcome="embedded"}}[{RATE_INTERVAL}]) > 0'
     try:
@@ -140,7 +159,7 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_
     except AssertionError as exc:
         targets = [(t["scrapeUrl"], t["health"], t["lastError"])
                    for t in http.get("/api/v1/targets").json()["data"]["activeTargets"]]
-        raise AssertionError(f"{exc}; scrape targets: {targets}") from None
+        raise AssertionError(f"{exc}; scrape targets: {targets}; {_stalled(daemon, tmp_path)}") from None
     checkpointed = 'streamlearn_last_checkpoint_timestamp_seconds{job="streamlearn"} > 0'
     wait_for(lambda: query(http, checkpointed), "a checkpoint", timeout_s=60, every_s=1)
     wait_for(lambda: query(http, f'rate(streamlearn_meta_updates_total{{job="streamlearn"}}[{RATE_INTERVAL}]) > 0'),
