@@ -41,8 +41,7 @@ def test_flat_adam_follows_torch_adam_with_clipping_and_the_anchor_pull(max_norm
         _reference_step(reference, adam, anchor, 0.5, max_norm, step)
     for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
-    assert float(ours.net[0].weight.sub(reference.net[0].weight).abs().max()) < 1e-5
-    assert float(ours.net[0].weight.sub(anchor["net.0.weight"]).abs().max()) > 0.01  # they did move
+    assert float(ours.net[0].weight.detach().sub(anchor["net.0.weight"]).abs().max()) > 0.01  # they did move
 
 
 def test_the_parameters_share_one_buffer_and_keep_their_values_and_loading_writes_through():
