@@ -12,7 +12,11 @@ at the end, unless ``KAFKA_BOOTSTRAP`` names a broker to use):
 4. **latency**: the warm daemon gets a paced stream (``--rate``/s for
    ``--latency-seconds``) whose ``ts`` is set at produce time; a consumer of the
    embeddings topic measures event time -> embedding visible to it; the
-   daemon's own ``end_to_end_latency_seconds`` histogram is reported beside it.
+   daemon's own ``end_to_end_latency_seconds`` histogram is reported beside it;
+5. **latency floor**: the same paced stream through a raw republisher (another
+   process, the daemon's consumer and producer settings, one flush per poll,
+   no decoding, no learning): what the broker, kafka-python and this machine
+   cost before streamlearn does anything.
 
 Prints a table and writes ``benchmarks/results/throughput.{md,json}``.
 Targets are reported, never asserted. ``make bench-throughput`` runs it.
@@ -338,9 +342,49 @@ def histogram_quantile(q: float, before: dict, after: dict) -> float | None:
     return lower
 
 
-def latency_phase(bootstrap: str, daemon: Daemon, topics: dict[str, str], bodies: list[bytes],
+def republish(bootstrap: str, topic_in: str, topic_out: str, seconds: float) -> None:
+    """The latency floor's stand-in for the daemon: republish what arrives on ``topic_in`` for ``seconds``.
+
+    The daemon's Kafka path without its work: its consumer's fetch wait and poll timeout (200 ms,
+    both returning as soon as records are there), its producer (linger 5 ms), one flush per poll.
+    """
+    options = client_options(KafkaSettings(bootstrap_servers=bootstrap))
+    consumer = KafkaConsumer(enable_auto_commit=False, max_poll_records=500, fetch_max_wait_ms=200, **options)
+    partition = TopicPartition(topic_in, 0)
+    consumer.assign([partition])
+    consumer.seek_to_beginning(partition)
+    prod = producer(bootstrap, linger_ms=5)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch = consumer.poll(timeout_ms=200, max_records=500)
+        for records in batch.values():
+            for r in records:
+                prod.send(topic_out, key=r.key, value=r.value)
+        if batch:
+            prod.flush()
+    consumer.close(autocommit=False)
+    prod.close()
+
+
+def latency_floor(bootstrap: str, topics: dict[str, str], bodies: list[bytes], rate: float, seconds: float) -> dict:
+    """:func:`latency_phase` through :func:`republish` in a process of its own instead of the daemon."""
+    import multiprocessing
+
+    worker = multiprocessing.get_context("spawn").Process(
+        target=republish, args=(bootstrap, topics["floor_in"], topics["floor_out"], seconds + 60), daemon=True)
+    worker.start()
+    try:
+        time.sleep(3)  # its imports and its first fetch, as the warm daemon has had them
+        return latency_phase(bootstrap, None, {"samples": topics["floor_in"], "embeddings": topics["floor_out"]},
+                             bodies, rate, seconds)
+    finally:
+        worker.terminate()
+        worker.join(10)
+
+
+def latency_phase(bootstrap: str, daemon: Daemon | None, topics: dict[str, str], bodies: list[bytes],
                   rate: float, seconds: float) -> dict:
-    """Paced samples with ``ts`` = send time; latency until their embedding reaches a consumer."""
+    """Paced samples with ``ts`` = send time; latency until their embedding (or copy) reaches a consumer."""
     tp = TopicPartition(topics["embeddings"], 0)
     consumer = KafkaConsumer(fetch_max_wait_ms=10, enable_auto_commit=False,
                              **client_options(KafkaSettings(bootstrap_servers=bootstrap)))
@@ -348,7 +392,7 @@ def latency_phase(bootstrap: str, daemon: Daemon, topics: dict[str, str], bodies
     consumer.seek_to_end(tp)
     consumer.position(tp)
     hist = "streamlearn_end_to_end_latency_seconds_bucket"
-    before = (daemon.metrics() or {}).get(hist, {})
+    before = (daemon.metrics() or {}).get(hist, {}) if daemon is not None else {}
     n = int(rate * seconds)
     sent_start: list[float] = []
     worst: dict[int, float] = {}  # second of the run -> slowest sample sent in it
@@ -384,7 +428,7 @@ def latency_phase(bootstrap: str, daemon: Daemon, topics: dict[str, str], bodies
             break
     sender.join(5)
     consumer.close()
-    after = (daemon.metrics() or {}).get(hist, {})
+    after = (daemon.metrics() or {}).get(hist, {}) if daemon is not None else {}
     arr = np.array(latencies) if latencies else np.array([np.nan])
     return {
         "offered_rate": rate, "seconds": seconds, "sent": n, "received": len(latencies),
@@ -398,7 +442,7 @@ def latency_phase(bootstrap: str, daemon: Daemon, topics: dict[str, str], bodies
 # -- report ----------------------------------------------------------------------------------------
 def report(result: dict, out_dir: Path) -> str:
     """Render the table (also the markdown file's body) and write throughput.md/.json."""
-    raw, d, lat = result["raw"], result["daemon"], result["latency"]
+    raw, d, lat, floor = result["raw"], result["daemon"], result["latency"], result["latency_floor"]
     ratio = d["samples_per_s"] / raw["samples_per_s"] if raw["samples_per_s"] else 0.0
     result["ratio"] = ratio
     rss = d["rss"]
@@ -425,6 +469,9 @@ def report(result: dict, out_dir: Path) -> str:
          " / ".join("n/a" if v is None else f"{v * 1e3:.1f} ms"
                     for v in (lat["daemon_histogram_p50_s"], lat["daemon_histogram_p99_s"])), ""),
         ("latency samples received", f"{lat['received']:,} of {lat['sent']:,}", ""),
+        (f"latency floor p50 / p99 at {floor['offered_rate']:,.0f}/s (raw republisher)",
+         f"{floor['p50_s'] * 1e3:.1f} / {floor['p99_s'] * 1e3:.1f} ms",
+         f"{floor['received']:,} of {floor['sent']:,} received"),
         ("daemon RSS after warm-up: last - first (max - min)",
          f"{result['rss_last_minus_first_mb_after_warmup']:+.1f} ({result['rss_range_mb_after_warmup']:.1f}) MB",
          f"over {d['records']:,} samples{'' if d['complete'] else ' (budget ran out before --samples)'}"),
@@ -451,7 +498,9 @@ def report(result: dict, out_dir: Path) -> str:
           "partition; rates run from the first record consumed to the last (start-up excluded). Latency is "
           "event time (`ts`, set when the sample is sent) to the embedding reaching a consumer of the "
           "embeddings topic, at a paced rate; the demo stream changes concept every 1,000 samples, so at "
-          "1,000/s the learner detects and repairs a drift about once a second. RSS is read from "
+          "1,000/s the learner detects and repairs a drift about once a second. The latency floor sends the "
+          "same paced stream through a process that only republishes it, with the daemon's Kafka settings. "
+          "RSS is read from "
           "/proc/<pid>/status of the `python -m streamlearn run` process.\n\n"
           "Raw data: `throughput.json`. Targets are reported, not asserted.\n")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -477,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("streamlearn").setLevel(logging.WARNING)
     run = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
     topics = {"samples": f"{run}.samples", "embeddings": f"{run}.embeddings", "dead": f"{run}.dead-letter",
-              "raw_out": f"{run}.raw-out"}
+              "raw_out": f"{run}.raw-out", "floor_in": f"{run}.floor-in", "floor_out": f"{run}.floor-out"}
     result: dict = {"samples": args.samples, "environment": {
         "date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(), "python": platform.python_version(),
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()), "torch_threads": args.torch_threads}}
@@ -499,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
                 result["daemon"] = run_daemon_phase(daemon, args.samples, args.budget_s, args.rss_every)
                 logger.info("daemon: %.0f samples/s", result["daemon"]["samples_per_s"])
                 result["latency"] = latency_phase(bootstrap, daemon, topics, bodies, args.rate, args.latency_seconds)
+                result["latency_floor"] = latency_floor(bootstrap, topics, bodies, args.rate, args.latency_seconds)
+                logger.info("latency p99: daemon %.1f ms, raw republisher %.1f ms", result["latency"]["p99_s"] * 1e3,
+                            result["latency_floor"]["p99_s"] * 1e3)
             finally:
                 result["daemon_exit_code"] = daemon.stop()
                 log = daemon.log.read_text(errors="replace").splitlines()
