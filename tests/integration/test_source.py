@@ -185,3 +185,35 @@ def test_a_source_started_the_moment_its_topic_is_created_is_assigned_it(kafka_b
             assert source.is_assigned()
         finally:
             source.close()
+
+
+def test_records_that_arrived_while_the_caller_was_busy_come_in_one_poll(kafka_bootstrap: str) -> None:
+    """kafka-python sends its next fetch as a poll returns, and the broker answers it with the one record
+    there is then. The records that arrive while the caller works on that record come with the fetch after:
+    a poll that stopped at the first answer would leave them for the next poll, one batch later."""
+    with fresh_topic(kafka_bootstrap, "test.source.busy") as name:
+        settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, samples_topic=name, group_id=name,
+                                 poll_max_records=500, poll_timeout_ms=1000)
+        source = KafkaSource(settings)
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", max_block_ms=10_000)
+
+        def send(*values: bytes) -> None:
+            for value in values:
+                producer.send(name, value=value)
+            producer.flush(timeout=WAIT_S)
+
+        try:
+            send(b"warm-up")
+            read, deadline = [], time.monotonic() + WAIT_S
+            while not read and time.monotonic() < deadline:
+                read = source.poll()
+            assert [r.value for r in read] == [b"warm-up"]  # and the next fetch is on its way
+            send(b"first")  # the broker answers that fetch with this one record
+            time.sleep(0.5)
+            later = [b"later-%d" % i for i in range(30)]
+            send(*later)  # while the caller is still busy
+            time.sleep(0.2)
+            assert [r.value for r in source.poll()] == [b"first", *later]
+        finally:
+            producer.close()
+            source.close()
