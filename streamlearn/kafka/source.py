@@ -33,6 +33,8 @@ __all__ = ["KafkaSource"]
 logger = logging.getLogger(__name__)
 
 _POSITION_TIMEOUT_MS = 100
+_END_OFFSETS_TIMEOUT_MS = 500
+_QUIET_S = 5.0  # no record for this long: lag() asks the broker for the end offsets (see lag)
 _COMMITTED_TIMEOUT_MS = 5_000
 _SESSION_TIMEOUT_MS = 10_000
 _FOLLOW_UP_MS = 10  # longest wait for the fetch kafka-python sends as a poll returns (see poll)
@@ -54,6 +56,7 @@ class KafkaSource:
         self._reacquired: dict[TopicPartition, int] = {}  # revoked, assigned again: resume at least here
         self._floors: dict[TopicPartition, int] = {}  # the group's committed offset seen when a partition came back
         self._returned_at = time.monotonic()  # when poll() last returned: the caller has been away since
+        self._records_at = self._returned_at  # when poll() last returned records
         for key, offset in (start_offsets or {}).items():
             topic, partition = parse_key(key)
             if topic == self.topic:
@@ -159,6 +162,8 @@ class KafkaSource:
             if len(out) >= limit or not batch:
                 break
         self._returned_at = time.monotonic()
+        if out:
+            self._records_at = self._returned_at
         return out
 
     def _resume_reacquired(self, batch: dict) -> dict:
@@ -245,13 +250,31 @@ class KafkaSource:
         return bool(self._consumer.assignment())
 
     def lag(self) -> dict[int, int]:
-        """Records behind the newest one for each owned partition whose end offset is known."""
-        lag: dict[int, int] = {}
-        for tp in self._consumer.assignment():
+        """Records behind the newest one for each owned partition whose end offset is known.
+
+        While records come, the end offsets are the high watermarks of the last fetch responses.
+        After ``_QUIET_S`` without a record they are asked of the broker (at most
+        ``_END_OFFSETS_TIMEOUT_MS``): a consumer that has stopped fetching would otherwise report
+        the lag of its last fetch, 0, however many records wait, and the ``StreamlearnStalled``
+        alert (a lag above 0, nothing embedded) could never fire. A kafka-python 3 consumer has
+        been seen to stop fetching after its first batch, its partition still assigned. The last
+        fetch's high watermark stands in when the broker does not answer in time.
+        """
+        owned = list(self._consumer.assignment())
+        ends = {}
+        if owned and time.monotonic() - self._records_at >= _QUIET_S:
             try:
-                high = self._consumer.highwater(tp)
+                ends = self._consumer.end_offsets(owned, timeout_ms=_END_OFFSETS_TIMEOUT_MS)
             except KafkaError:
-                continue
+                pass
+        lag: dict[int, int] = {}
+        for tp in owned:
+            high = ends.get(tp)
+            if high is None:
+                try:
+                    high = self._consumer.highwater(tp)
+                except KafkaError:
+                    continue
             if high is None:
                 continue
             with self._lock:

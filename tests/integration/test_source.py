@@ -217,3 +217,27 @@ def test_records_that_arrived_while_the_caller_was_busy_come_in_one_poll(kafka_b
         finally:
             producer.close()
             source.close()
+
+
+def test_the_lag_counts_records_the_consumer_has_not_fetched(kafka: KafkaSettings,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer that stops fetching must still report the records waiting at the broker: the lag from the
+    last fetch response stays at what that fetch saw, and the StreamlearnStalled alert needs a lag above 0."""
+    from streamlearn.kafka import source as source_module
+
+    monkeypatch.setattr(source_module, "_QUIET_S", 0.5)
+    source, read, poll = _reader(kafka)
+    try:
+        time.sleep(0.5)
+        assert source.lag() == {0: 0, 1: 0}
+        owned = list(source._consumer.assignment())
+        source._consumer.pause(*owned)  # stands in for a consumer that has stopped fetching
+        time.sleep(0.5)  # longer than the fetch wait: a fetch still in flight comes back empty
+        poll()
+        produce(kafka, range(FIRST, FIRST + 5))
+        time.sleep(0.5)
+        poll()
+        assert source.lag() == {0: 5, 1: 5}
+    finally:
+        source.close()
+
