@@ -51,8 +51,6 @@ class MetaStep:
         anchor: dict[str, torch.Tensor] | None = None,
         max_grad_norm: float = 5.0,
     ):
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
         if distill_weight < 0:
             raise ValueError(f"distill_weight must be >= 0, got {distill_weight}")
         self.encoder = encoder
