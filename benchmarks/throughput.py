@@ -162,6 +162,19 @@ def codec_and_learner(bodies: list[bytes], torch_threads: int, n: int = 12_000) 
 
 
 # -- (a) raw ceiling ------------------------------------------------------------------------------
+def _republish(batch: dict, prod: KafkaProducer, topic_out: str) -> int:
+    """Send one poll's records (``consumer.poll`` output) to ``topic_out`` and flush, as the daemon flushes a
+    batch; how many were sent."""
+    count = 0
+    for records in batch.values():
+        for r in records:
+            prod.send(topic_out, key=r.key, value=r.value)
+        count += len(records)
+    if batch:
+        prod.flush()
+    return count
+
+
 def raw_ceiling(bootstrap: str, topic_in: str, topic_out: str, n: int, timeout_s: float) -> dict:
     """Consume ``n`` records and republish their bytes, one flush per poll like the daemon; time it.
 
@@ -180,14 +193,9 @@ def raw_ceiling(bootstrap: str, topic_in: str, topic_out: str, n: int, timeout_s
     count, first, deadline = 0, None, time.monotonic() + timeout_s
     while count < n and time.monotonic() < deadline:
         batch = consumer.poll(timeout_ms=200, max_records=500)
-        for records in batch.values():
-            if first is None:
-                first = time.perf_counter()
-            for r in records:
-                prod.send(topic_out, key=r.key, value=r.value)
-            count += len(records)
-        if batch:
-            prod.flush()
+        if batch and first is None:
+            first = time.perf_counter()
+        count += _republish(batch, prod, topic_out)
     elapsed = time.perf_counter() - (first or time.perf_counter())
     consumer.close(autocommit=False)
     prod.close()
@@ -356,12 +364,7 @@ def republish(bootstrap: str, topic_in: str, topic_out: str, seconds: float) -> 
     prod = producer(bootstrap, linger_ms=5)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=200, max_records=500)
-        for records in batch.values():
-            for r in records:
-                prod.send(topic_out, key=r.key, value=r.value)
-        if batch:
-            prod.flush()
+        _republish(consumer.poll(timeout_ms=200, max_records=500), prod, topic_out)
     consumer.close(autocommit=False)
     prod.close()
 
