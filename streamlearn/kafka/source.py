@@ -9,6 +9,11 @@ consumer stopped reading it, or further on when the group's committed offset
 is ahead (another member handled it meanwhile): never from an older committed
 offset, which would learn and publish again what was handled since the last
 checkpoint.
+
+Two guards keep the consumer from sitting idle while records wait (kafka-python 3.0.12):
+a group join that a poll's timeout interrupted is finished (``_finish_interrupted_join``), and
+a consumer that has fetched nothing for ``_STALL_S`` while the broker holds records past its
+position is replaced by a new one that resumes where it stopped (``_restart_if_stalled``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+import kafka
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
@@ -39,6 +45,12 @@ _COMMITTED_TIMEOUT_MS = 5_000
 _SESSION_TIMEOUT_MS = 10_000
 _FOLLOW_UP_MS = 10  # longest wait for the fetch kafka-python sends as a poll returns (see poll)
 _METADATA_WAIT_S = 30.0  # longest wait for a just-created samples topic to appear in the cluster metadata
+_STALL_S = 30.0  # no record for this long while records wait past the consumer's position: restart it
+_STALL_MAX_S = 600.0  # a restart that brought nothing doubles the wait before the next one, up to this
+_STALL_CHECK_EVERY_S = 5.0  # how often a quiet consumer asks the broker whether records wait
+_CLOSE_TIMEOUT_MS = 5_000  # longest wait for a stalled consumer to leave its group
+_JOIN_WAIT_MS = 1_000  # longest wait, per poll, for a group join that the poll's own timeout interrupted
+_KAFKA_PYTHON_3 = kafka.__version__.startswith("3.")  # the interrupted-join guard knows this release line
 
 
 class KafkaSource:
@@ -57,31 +69,43 @@ class KafkaSource:
         self._floors: dict[TopicPartition, int] = {}  # the group's committed offset seen when a partition came back
         self._returned_at = time.monotonic()  # when poll() last returned: the caller has been away since
         self._records_at = self._returned_at  # when poll() last returned records
+        self._stall_after_s = _STALL_S
+        self._stall_checked_at = self._returned_at
+        self.restarts = 0  # consumers replaced because they had stalled
         for key, offset in (start_offsets or {}).items():
             topic, partition = parse_key(key)
             if topic == self.topic:
                 self._pending_seeks[TopicPartition(topic, partition)] = int(offset)
         try:
-            self._consumer = KafkaConsumer(
-                group_id=settings.group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=settings.poll_max_records,
-                fetch_max_wait_ms=min(500, max(10, settings.poll_timeout_ms)),
-                max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes + 65_536),
-                # A crashed replica's partitions move to the others (or to its restart) within ~10 s.
-                session_timeout_ms=_SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=_SESSION_TIMEOUT_MS // 3,
-                **client_options(settings),
-            )
-            self._await_topic_metadata()
-            self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+            self._consumer = self._subscribed_consumer()
         except (KafkaError, OSError) as exc:
             raise KafkaSetupError(
                 f"cannot start a consumer for {self.topic} at {settings.bootstrap_servers}: {exc}"
             ) from exc
 
-    def _await_topic_metadata(self) -> None:
+    def _subscribed_consumer(self) -> KafkaConsumer:
+        settings = self.settings
+        consumer = KafkaConsumer(
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.poll_max_records,
+            fetch_max_wait_ms=min(500, max(10, settings.poll_timeout_ms)),
+            max_partition_fetch_bytes=max(1_048_576, settings.max_message_bytes + 65_536),
+            # A crashed replica's partitions move to the others (or to its restart) within ~10 s.
+            session_timeout_ms=_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=_SESSION_TIMEOUT_MS // 3,
+            **client_options(settings),
+        )
+        try:
+            self._await_topic_metadata(consumer)
+            consumer.subscribe([self.topic], listener=_Rebalance(self))
+        except BaseException:
+            consumer.close(autocommit=False, timeout_ms=_CLOSE_TIMEOUT_MS)
+            raise
+        return consumer
+
+    def _await_topic_metadata(self, consumer: KafkaConsumer) -> None:
         """Wait until the cluster metadata lists the samples topic's partitions, for up to ``_METADATA_WAIT_S``.
 
         A topic created a moment ago (the daemon creates its own) may not be in the metadata the
@@ -90,7 +114,7 @@ class KafkaSource:
         metadata refresh, 5 minutes later: the daemon would sit idle, ready to all appearances.
         """
         deadline = time.monotonic() + _METADATA_WAIT_S
-        while not self._consumer.partitions_for_topic(self.topic):
+        while not consumer.partitions_for_topic(self.topic):
             if time.monotonic() >= deadline:
                 logger.warning("the samples topic has no partitions in the cluster metadata yet; subscribing anyway "
                                "(partitions are assigned once the metadata lists them)",
@@ -164,7 +188,89 @@ class KafkaSource:
         self._returned_at = time.monotonic()
         if out:
             self._records_at = self._returned_at
+            self._stall_after_s = _STALL_S
+        else:
+            self._finish_interrupted_join()
+            self._restart_if_stalled()
         return out
+
+    def _finish_interrupted_join(self) -> None:
+        """Await a group join that the last poll's timeout interrupted, so that it is not lost.
+
+        kafka-python 3.0.12 finishes a join (applies the assignment, turns heartbeats back on)
+        only in a poll that awaits it. A join that ends while no poll waits is lost: the next
+        poll starts a new one, which a short poll loses the same way (a rebalance that never
+        ends), or, when the join has stopped being needed meanwhile, starts none, and the
+        consumer sits assigned nothing, heartbeats off, for good (the group drops it 10 s
+        later). The second happened to the daemon after its first batch: its 10 ms follow-up
+        poll timed out in the rebalance a consumer makes right after its first join (whose
+        metadata snapshot predates the topic's partitions), and by the next poll this member,
+        the group's leader, had computed the assignment. 1 ms polls with the caller away
+        200 ms between them show the first every time.
+
+        So when a poll returns with a join in progress, the join is awaited here, for up to
+        ``_JOIN_WAIT_MS`` (it takes tens of ms), asked for again first if it has stopped being
+        needed. Uses the coordinator's internals, looked for first: where they differ (another
+        kafka-python release) this does nothing, and the stall check stays.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if not (_KAFKA_PYTHON_3 and getattr(coordinator, "rejoining", False)):
+            return
+        try:
+            if not coordinator.need_rejoin():  # no poll would await it: ask for it again
+                logger.info("finishing a group join that a poll's timeout interrupted")
+                coordinator.request_rejoin()
+            coordinator.ensure_active_group(timeout_ms=_JOIN_WAIT_MS)
+        except AttributeError:  # another kafka-python release
+            return
+        except KafkaError as exc:  # the next poll sees it too
+            logger.debug("group join: %s", exc)
+
+    def _restart_if_stalled(self) -> None:
+        """Replace the consumer when it has fetched nothing for a while although records wait for it.
+
+        The last line of defence against a consumer that sits idle, no error raised, while the
+        backlog grows: the lost group join (``_finish_interrupted_join``) did that to the daemon,
+        three times in ~30 runs of the test suite, and a kafka-python release may have other
+        ways (its issues #3106, #3131). After ``_STALL_S`` without a record, this
+        asks the broker for the end offsets (every ``_STALL_CHECK_EVERY_S``); if an owned
+        partition has records past this consumer's position, a new consumer takes over from the
+        positions reached, and the stalled one leaves the group. A restart that brings no record
+        doubles the wait before the next one (up to ``_STALL_MAX_S``): a position that cannot
+        move (the end offset of a topic that ends in a transaction marker) costs a restart now
+        and then, not one every ``_STALL_S``. The broker not answering is no stall: nothing is
+        restarted then.
+        """
+        now = time.monotonic()
+        quiet_s = now - self._records_at
+        if quiet_s < self._stall_after_s or now - self._stall_checked_at < _STALL_CHECK_EVERY_S:
+            return
+        self._stall_checked_at = now
+        waiting = {tp: n for tp, n in self._lag(from_broker=True).items() if n > 0}
+        if not waiting:
+            return
+        logger.warning("the consumer has fetched nothing for %.0f s while records wait; replacing it", quiet_s,
+                       extra={"waiting": {f"{tp.topic}[{tp.partition}]": n for tp, n in sorted(waiting.items())}})
+        try:
+            replacement = self._subscribed_consumer()
+        except (KafkaError, OSError) as exc:  # keep the old one; try again at the next check
+            logger.warning("could not start a new consumer: %s", exc)
+            return
+        with self._lock:
+            resume = dict(self._positions)  # everything before these offsets was handled
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=_CLOSE_TIMEOUT_MS)
+        except KafkaError as exc:
+            logger.warning("error while closing the stalled consumer: %s", exc)
+        with self._lock:  # the new consumer starts where the old one stopped (its close revoked the partitions)
+            self._pending_seeks.update(resume)
+            self._positions.update(resume)  # still handled up to here: a checkpoint meanwhile keeps them
+            self._given_up.clear()
+            self._reacquired.clear()
+        self._consumer = replacement
+        self.restarts += 1
+        self._records_at = self._stall_checked_at = time.monotonic()
+        self._stall_after_s = min(2 * self._stall_after_s, _STALL_MAX_S)  # back to _STALL_S at the next record
 
     def _resume_reacquired(self, batch: dict) -> dict:
         """Move partitions assigned back to this consumer past what it (or the group) has handled already.
@@ -256,18 +362,21 @@ class KafkaSource:
         After ``_QUIET_S`` without a record they are asked of the broker (at most
         ``_END_OFFSETS_TIMEOUT_MS``): a consumer that has stopped fetching would otherwise report
         the lag of its last fetch, 0, however many records wait, and the ``StreamlearnStalled``
-        alert (a lag above 0, nothing embedded) could never fire. A kafka-python 3 consumer has
-        been seen to stop fetching after its first batch, its partition still assigned. The last
-        fetch's high watermark stands in when the broker does not answer in time.
+        alert (a lag above 0, nothing embedded) could never fire. The last fetch's high watermark
+        stands in when the broker does not answer in time.
         """
+        quiet = time.monotonic() - self._records_at >= _QUIET_S
+        return {tp.partition: n for tp, n in self._lag(from_broker=quiet).items()}
+
+    def _lag(self, *, from_broker: bool) -> dict[TopicPartition, int]:
         owned = list(self._consumer.assignment())
         ends = {}
-        if owned and time.monotonic() - self._records_at >= _QUIET_S:
+        if owned and from_broker:
             try:
                 ends = self._consumer.end_offsets(owned, timeout_ms=_END_OFFSETS_TIMEOUT_MS)
             except KafkaError:
                 pass
-        lag: dict[int, int] = {}
+        lag: dict[TopicPartition, int] = {}
         for tp in owned:
             high = ends.get(tp)
             if high is None:
@@ -285,7 +394,7 @@ class KafkaSource:
                 except KafkaError:
                     position = None
             if position is not None:
-                lag[tp.partition] = max(0, high - position)
+                lag[tp] = max(0, high - position)
         return lag
 
     def close(self) -> None:
