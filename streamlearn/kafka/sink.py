@@ -53,15 +53,20 @@ class KafkaSink:
         except KafkaError as exc:
             raise DeliveryError(f"cannot queue a {len(value)}-byte message for {topic}: {exc}") from exc
 
-    def flush(self) -> None:
-        """Wait until every queued message is acknowledged; raise DeliveryError naming the first failure."""
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued message is acknowledged; raise DeliveryError naming the first failure.
+
+        With ``timeout_s``, give up after that long: DeliveryError says how many messages the broker
+        had not confirmed by then (they may still arrive, or not).
+        """
         pending, self._pending = self._pending, []
         if not pending:
             return
         try:
-            self._producer.flush()
+            self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
-            raise DeliveryError(f"flush of {len(pending)} messages failed: {exc}") from exc
+            unconfirmed = sum(1 for f in pending if not f.is_done)
+            raise DeliveryError(f"flush of {len(pending)} messages failed ({unconfirmed} not confirmed): {exc}") from exc
         failed = [f for f in pending if f.exception is not None or not f.is_done]
         if failed:
             first = failed[0].exception

@@ -78,7 +78,8 @@ def daemon(kafka_bootstrap: str, tmp_path: Path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('not json\n{"features": [NaN]}\n')  # NaN: rejected before its dimension fixes the model's
     assert produce_main(settings, bad, False, None, None) == 0  # dead letters for the dashboard's panel
-    # `streamlearn produce` in its own process, so the fixture can stop it (SIGINT) whenever the test ends.
+    # `streamlearn produce` in its own process, so the fixture can stop it whenever the test ends: SIGTERM,
+    # which a test run in the background does not ignore (its SIGINT is, and so is the child's).
     env = dict(os.environ, STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
                STREAMLEARN_KAFKA__SAMPLES_TOPIC=settings.kafka.samples_topic)
     # Enough for 5 minutes, so samples flow whenever the queries run, however slow the machine.
@@ -91,11 +92,11 @@ def daemon(kafka_bootstrap: str, tmp_path: Path):
     try:
         yield service
     finally:
-        producer.send_signal(signal.SIGINT)
+        producer.send_signal(signal.SIGTERM)
         service.stop()
         runner.join(60)
         producer_log.close()
-        assert producer.wait(30) == 130  # interrupted, as the CLI reports it
+        assert producer.wait(30) == 143  # stopped by SIGTERM, as the CLI reports it
 
 
 @pytest.fixture
