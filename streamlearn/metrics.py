@@ -96,6 +96,10 @@ class Metrics:
             "streamlearn_consumer_lag", "Records not yet consumed, by samples-topic partition.",
             ["partition"], registry=r,
         )
+        self.consumer_restarts = Counter(
+            "streamlearn_consumer_restarts", "Consumers replaced because they fetched nothing while records waited.",
+            registry=r,
+        )
         self.checkpoint_duration = Histogram(
             "streamlearn_checkpoint_duration_seconds", "Time to write one checkpoint durably.",
             buckets=_CHECKPOINT_BUCKETS, registry=r,
@@ -118,6 +122,7 @@ class Metrics:
         self._hits = 0
         self._model_info: dict[str, str] = {}
         self._meta_seen = 0
+        self._restarts_seen = 0
         self._drift_mark: tuple = ()
 
     def record_correct(self, correct: Iterable[bool | None]) -> None:
@@ -175,3 +180,9 @@ class Metrics:
         """Set the lag gauge for each partition in ``lag`` (partition number -> records behind)."""
         for partition, value in lag.items():
             self.consumer_lag.labels(partition=str(partition)).set(value)
+
+    def observe_consumer_restarts(self, restarts: int) -> None:
+        """Count the restarts up to ``restarts``, the source's running total."""
+        if restarts > self._restarts_seen:
+            self.consumer_restarts.inc(restarts - self._restarts_seen)
+            self._restarts_seen = restarts

@@ -150,6 +150,7 @@ class Service:
             now = time.monotonic()
             if now >= next_lag:
                 self.metrics.set_consumer_lag(source.lag())
+                self.metrics.observe_consumer_restarts(source.restarts)
                 next_lag = now + _LAG_EVERY_S
             if now >= next_progress:
                 logger.info("progress", extra={"consumed": self.consumed, "model_version": self.learner.model_version,

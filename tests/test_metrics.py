@@ -24,6 +24,7 @@ EXPECTED = {
     "streamlearn_update_duration_seconds": ("histogram", set()),
     "streamlearn_end_to_end_latency_seconds": ("histogram", set()),
     "streamlearn_consumer_lag": ("gauge", {"partition"}),
+    "streamlearn_consumer_restarts": ("counter", set()),
     "streamlearn_checkpoint_duration_seconds": ("histogram", set()),
     "streamlearn_last_checkpoint_timestamp_seconds": ("gauge", set()),
     "streamlearn_model_info": ("gauge", {"n_features", "embedding_dim", "version"}),  # an Info, exposed as a gauge
@@ -188,3 +189,10 @@ def test_model_info_labels_follow_the_model():
 def test_accuracy_window_must_be_positive():
     with pytest.raises(ValueError, match="accuracy_window"):
         Metrics(accuracy_window=0)
+
+
+def test_consumer_restarts_count_what_the_source_reports_once():
+    m = Metrics(CollectorRegistry())
+    for total in (0, 2, 2, 3):
+        m.observe_consumer_restarts(total)
+    assert m.registry.get_sample_value("streamlearn_consumer_restarts_total") == 3

@@ -56,6 +56,8 @@ class MemorySource:
     def lag(self):
         return {0: len(self.records) - self.position}
 
+    restarts = 0
+
     def close(self):
         self.closed = True
 

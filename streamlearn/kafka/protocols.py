@@ -42,6 +42,10 @@ class Source(Protocol):
     def lag(self) -> dict[int, int]:
         """Records behind the end of each owned partition (partition -> count), where known."""
 
+    @property
+    def restarts(self) -> int:
+        """How many times the source replaced its consumer because it had stalled (0 if it cannot)."""
+
     def close(self) -> None:
         """Release the connection (without committing anything)."""
 
