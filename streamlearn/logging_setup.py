@@ -17,7 +17,7 @@ import sys
 import time
 from typing import IO, Any
 
-__all__ = ["KeyValueFormatter", "configure_logging"]
+__all__ = ["KeyValueFormatter", "RepeatFilter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 # uvicorn adds `color_message` (the message again, with ANSI colours) to its records.
@@ -68,6 +68,49 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one record of each kind through per ``window_s`` from the loggers under ``prefix``; counts the rest.
+
+    A kind is the logger, the level and the message before its arguments are filled in.
+    kafka-python logs every failed reconnect, at ERROR and WARNING, several lines a time:
+    an unreachable broker printed ~21 lines before our own one-line answer, and an outage
+    fills a daemon's log. The first record of a kind passes at once; the next one after the
+    window passes with ``suppressed=N``, the number held back meanwhile. Other loggers pass.
+
+    >>> f = RepeatFilter("kafka", window_s=60.0, clock=iter([0.0, 1.0, 2.0, 61.0]).__next__)
+    >>> def rec(i):
+    ...     return logging.LogRecord("kafka.net", logging.ERROR, "", 0, "Connection failed: %s", (i,), None)
+    >>> records = [rec(i) for i in range(4)]
+    >>> [f.filter(r) for r in records], records[-1].suppressed
+    ([True, False, False, True], 2)
+    """
+
+    _MAX_KINDS = 1_000  # kinds remembered at once (messages formatted before logging make new kinds)
+
+    def __init__(self, prefix: str, window_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.window_s = window_s
+        self.clock = clock
+        self._kinds: dict[tuple[str, int, str], list[float | int]] = {}  # kind -> [passed at, held back since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (record.name == self.prefix or record.name.startswith(self.prefix + ".")):
+            return True
+        kind = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        seen = self._kinds.get(kind)
+        if seen is not None and now - seen[0] < self.window_s:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.suppressed = seen[1]
+        if len(self._kinds) >= self._MAX_KINDS:
+            self._kinds.clear()
+        self._kinds[kind] = [now, 0]
+        return True
+
+
 class _StreamlearnHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler we installed, so configuring twice replaces it instead of doubling output."""
 
@@ -83,6 +126,8 @@ def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> Non
         raise ValueError(f"unknown log level {level!r}")
     handler = _StreamlearnHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(KeyValueFormatter(tracebacks=numeric <= logging.DEBUG))  # tracebacks at DEBUG only
+    if numeric > logging.DEBUG:  # when debugging, every line
+        handler.addFilter(RepeatFilter("kafka"))
     root.addHandler(handler)
     root.setLevel(numeric)
     for name in _NOISY:

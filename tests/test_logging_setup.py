@@ -38,3 +38,17 @@ def test_an_exception_is_one_line_unless_debugging(restore_root, level, lines, t
     assert (text.count("\n") == lines) if not traceback else text.count("\n") >= lines
     if not traceback:
         assert 'exc="ConnectionResetError: [Errno 104] Connection reset by peer"' in text
+
+
+def test_a_library_repeating_itself_is_logged_once_per_kind_unless_debugging(restore_root):
+    """kafka-python logs each failed reconnect again (an unreachable broker: ~21 lines); ours are never held."""
+    for level, kafka_lines in (("INFO", 2), ("DEBUG", 20)):
+        out = io.StringIO()
+        configure_logging(level, out)
+        for attempt in range(10):
+            logging.getLogger("kafka.net.manager").error("Connection failed: %s", f"attempt {attempt}")
+            logging.getLogger("kafka.net.manager").warning("Bootstrap not ready; waiting %.2f secs", attempt / 10)
+            logging.getLogger("streamlearn.service").warning("still waiting for the broker")
+        lines = out.getvalue().splitlines()
+        assert sum("logger=kafka" in line for line in lines) == kafka_lines, level
+        assert sum("logger=streamlearn.service" in line for line in lines) == 10
