@@ -165,7 +165,8 @@ def _stop_signals() -> Iterator[_StopFlag]:
         yield flag
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    previous = {sig: handler for sig, handler in previous.items() if handler is not signal.SIG_IGN}
+    # Ignored signals stay ignored; None: a handler not installed from Python, which cannot be put back.
+    previous = {sig: handler for sig, handler in previous.items() if handler not in (signal.SIG_IGN, None)}
 
     def on_signal(signum: int, frame: object) -> None:
         for sig, handler in previous.items():
