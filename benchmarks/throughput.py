@@ -162,7 +162,7 @@ def codec_and_learner(bodies: list[bytes], torch_threads: int, n: int = 12_000) 
 
 
 # -- (a) raw ceiling ------------------------------------------------------------------------------
-def _republish(batch: dict, prod: KafkaProducer, topic_out: str) -> int:
+def _send_and_flush(batch: dict, prod: KafkaProducer, topic_out: str) -> int:
     """Send one poll's records (``consumer.poll`` output) to ``topic_out`` and flush, as the daemon flushes a
     batch; how many were sent."""
     count = 0
@@ -195,7 +195,7 @@ def raw_ceiling(bootstrap: str, topic_in: str, topic_out: str, n: int, timeout_s
         batch = consumer.poll(timeout_ms=200, max_records=500)
         if batch and first is None:
             first = time.perf_counter()
-        count += _republish(batch, prod, topic_out)
+        count += _send_and_flush(batch, prod, topic_out)
     elapsed = time.perf_counter() - (first or time.perf_counter())
     consumer.close(autocommit=False)
     prod.close()
@@ -364,7 +364,7 @@ def republish(bootstrap: str, topic_in: str, topic_out: str, seconds: float) -> 
     prod = producer(bootstrap, linger_ms=5)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        _republish(consumer.poll(timeout_ms=200, max_records=500), prod, topic_out)
+        _send_and_flush(consumer.poll(timeout_ms=200, max_records=500), prod, topic_out)
     consumer.close(autocommit=False)
     prod.close()
 
