@@ -34,6 +34,7 @@ __all__ = [
     "ApiSettings",
     "CheckpointSettings",
     "LearnerSettings",
+    "FusionSettings",
     "Settings",
     "load_settings",
 ]
@@ -119,6 +120,7 @@ class KafkaSettings(_Section):
     samples_topic: TopicName = "streamlearn.samples"
     embeddings_topic: TopicName = "streamlearn.embeddings"
     dead_letter_topic: TopicName = "streamlearn.dead-letter"
+    models_topic: TopicName = "streamlearn.models"  # replicas share their encoders here (see FusionSettings)
     group_id: NonEmptyStr = "streamlearn"
     partitions: PositiveInt = 1
     replication_factor: PositiveInt = 1
@@ -130,13 +132,22 @@ class KafkaSettings(_Section):
     sasl_password: SecretStr | None = None
     max_message_bytes: PositiveInt = 1_000_000
 
-    @field_validator("embeddings_topic", "dead_letter_topic")
+    @field_validator("embeddings_topic", "dead_letter_topic", "models_topic")
     @classmethod
     def _not_the_samples_topic(cls, value: str, info: ValidationInfo) -> str:
         # The daemon would read its own output back as samples: a dead letter of a dead letter, each
         # wrapping the last one, until the disk is full.
         if value == info.data.get("samples_topic"):
             raise ValueError("must differ from samples_topic: the daemon would read its own output back")
+        return value
+
+    @field_validator("models_topic")
+    @classmethod
+    def _models_apart(cls, value: str, info: ValidationInfo) -> str:
+        # Models and embeddings (or dead letters) in one topic: each reader would trip over the other's messages.
+        for other in ("embeddings_topic", "dead_letter_topic"):
+            if value == info.data.get(other):
+                raise ValueError(f"must differ from {other}: model messages would be mixed with its records")
         return value
 
 
@@ -198,6 +209,20 @@ class LearnerSettings(_Section):
     batch_size: PositiveInt = 256
 
 
+class FusionSettings(_Section):
+    """Replicas in one consumer group share their encoders through ``kafka.models_topic`` and average them.
+
+    Off while ``every_seconds`` is 0. Every ``every_seconds`` a replica averages its encoder
+    with the newest one of each peer that it has not used yet (kept only if the average does
+    at least ``margin`` as well on its own latest labeled samples), then publishes its own.
+    """
+
+    every_seconds: float = Field(0.0, ge=0, allow_inf_nan=False)
+    replica_id: NonEmptyStr | None = None  # unset: host name and process id
+    max_age_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)  # older peer models are not used
+    margin: float = Field(0.02, ge=0, le=1, allow_inf_nan=False)
+
+
 class Settings(BaseSettings):
     """All of streamlearn's configuration; build it with load_settings()."""
 
@@ -212,6 +237,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
     learner: LearnerSettings = LearnerSettings()
+    fusion: FusionSettings = FusionSettings()
     log_level: str = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -19,6 +19,7 @@ from streamlearn.model import (
 )
 from streamlearn.concepts import Concept, ConceptLibrary
 from streamlearn.repair import RepairMixin
+from streamlearn.replica_fusion import FusionMixin
 from streamlearn.snapshot import ModelSnapshot, embed_with, encode, predict_with
 
 __all__ = ["BatchResult", "Learner"]
@@ -63,7 +64,7 @@ class BatchResult:
         return BatchResult(np.concatenate([part.embeddings for part in parts]), *rows)
 
 
-class Learner(RepairMixin):
+class Learner(RepairMixin, FusionMixin):
     """Meta-learned encoder + prototype head, kept up to date by test-then-train on mini-batches.
 
     Every batch costs one forward pass for its embeddings; every ``meta_every`` labeled samples

@@ -31,6 +31,15 @@ def test_defaults_match_the_contract() -> None:
     assert s.checkpoint.dir == Path("./checkpoints")
     assert s.learner.seed == 0 and s.learner.n_features is None
     assert s.log_level == "INFO"
+    assert s.kafka.models_topic == "streamlearn.models" and s.fusion.every_seconds == 0  # fusion off by default
+
+
+def test_fusion_is_set_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMLEARN_FUSION__EVERY_SECONDS", "2.5")
+    monkeypatch.setenv("STREAMLEARN_FUSION__REPLICA_ID", "pod-7")
+    monkeypatch.setenv("STREAMLEARN_KAFKA__MODELS_TOPIC", "team.models")
+    s = load_settings()
+    assert (s.fusion.every_seconds, s.fusion.replica_id, s.kafka.models_topic) == (2.5, "pod-7", "team.models")
 
 
 def test_default_yaml_documents_every_key_with_the_default_value() -> None:
@@ -124,6 +133,12 @@ def test_invalid_yaml_values_name_the_field(tmp_path: Path, yaml_text: str, fiel
         # The daemon read its own dead letters back, each wrapping the last, until the disk was full.
         ("STREAMLEARN_KAFKA__DEAD_LETTER_TOPIC", "streamlearn.samples", "kafka.dead_letter_topic"),
         ("STREAMLEARN_KAFKA__EMBEDDINGS_TOPIC", "streamlearn.samples", "kafka.embeddings_topic"),
+        ("STREAMLEARN_KAFKA__MODELS_TOPIC", "streamlearn.samples", "kafka.models_topic"),
+        ("STREAMLEARN_KAFKA__MODELS_TOPIC", "streamlearn.embeddings", "kafka.models_topic"),
+        ("STREAMLEARN_FUSION__EVERY_SECONDS", "-1", "fusion.every_seconds"),
+        ("STREAMLEARN_FUSION__MARGIN", "2", "fusion.margin"),
+        ("STREAMLEARN_FUSION__MAX_AGE_SECONDS", "0", "fusion.max_age_seconds"),
+        ("STREAMLEARN_FUSION__REPLICA_ID", "", "fusion.replica_id"),
     ],
 )
 def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
