@@ -24,9 +24,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
+from streamlearn.peers import PEER_MODEL_REASONS
 from streamlearn.schema import PROCESSING_ERROR, REJECTION_REASONS
 
-__all__ = ["Metrics", "SAMPLE_OUTCOMES", "DEAD_LETTER_REASONS", "DRIFT_DETECTORS"]
+__all__ = ["Metrics", "SAMPLE_OUTCOMES", "DEAD_LETTER_REASONS", "DRIFT_DETECTORS", "PEER_MODEL_OUTCOMES"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ DEAD_LETTER_REASONS = (*REJECTION_REASONS, PROCESSING_ERROR)
 #: Every ``detector`` a drift event can name (streamlearn.drift and the learner's repair policy):
 #: error-rate detectors, the re-check after a repair, the embedding monitor, a numeric fault.
 DRIFT_DETECTORS = ("adwin", "hddm", "recheck", "embedding", "numeric_fault")
+#: Values of ``streamlearn_peer_models_total{outcome}``: averaged in, judged worse, or not usable and why.
+PEER_MODEL_OUTCOMES = ("fused", "rejected", *PEER_MODEL_REASONS)
 
 # Latency from event time to publication spans sub-millisecond (a local broker) to minutes (a backlog).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -100,6 +103,18 @@ class Metrics:
             "streamlearn_consumer_restarts", "Consumers replaced because they fetched nothing while records waited.",
             registry=r,
         )
+        self.peer_models = Counter(
+            "streamlearn_peer_models",
+            "Encoders of other replicas read from the models topic, by outcome: fused (averaged in), rejected "
+            "(the average scored lower on this replica's latest samples), or why it could not be used.",
+            ["outcome"], registry=r,
+        )
+        self.peer_replicas = Gauge(
+            "streamlearn_peer_replicas", "Other replicas whose newest model is recent enough to fuse.", registry=r,
+        )
+        self.models_published = Counter(
+            "streamlearn_models_published", "This replica's encoder published to the models topic.", registry=r,
+        )
         self.checkpoint_duration = Histogram(
             "streamlearn_checkpoint_duration_seconds", "Time to write one checkpoint durably.",
             buckets=_CHECKPOINT_BUCKETS, registry=r,
@@ -118,6 +133,8 @@ class Metrics:
             self.dead_letters.labels(reason=reason)
         for detector in DRIFT_DETECTORS:  # series from the start: rate() is 0 before the first drift, not empty
             self.drift_events.labels(detector=detector)
+        for outcome in PEER_MODEL_OUTCOMES:
+            self.peer_models.labels(outcome=outcome)
         self._window: deque[bool] = deque(maxlen=accuracy_window)
         self._hits = 0
         self._model_info: dict[str, str] = {}
@@ -186,3 +203,13 @@ class Metrics:
         if restarts > self._restarts_seen:
             self.consumer_restarts.inc(restarts - self._restarts_seen)
             self._restarts_seen = restarts
+
+    def observe_peer_models(self, outcome: str, count: int = 1) -> None:
+        """Count ``count`` peer models with ``outcome`` (one of :data:`PEER_MODEL_OUTCOMES`)."""
+        self.peer_models.labels(outcome=outcome).inc(count)
+
+    def set_peer_replicas(self, count: int) -> None:
+        self.peer_replicas.set(count)
+
+    def observe_model_published(self) -> None:
+        self.models_published.inc()

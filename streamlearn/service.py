@@ -2,7 +2,8 @@
 
 :class:`Service` only composes parts that live in their own modules — the
 Kafka source and sink, the batch handler, the learner, the checkpointer, the
-HTTP API and the metrics — and holds them in an ``ExitStack``. Signal
+HTTP API, the metrics and (with ``fusion.every_seconds``) the exchange of models
+with the other replicas — and holds them in an ``ExitStack``. Signal
 handlers only set a stop flag: the current batch finishes, a final checkpoint
 is written, its offsets committed, and ``run`` returns 0. ``count`` (records
 consumed) and ``timeout`` (seconds of wall time) bound a run for tests.
@@ -45,17 +46,20 @@ class Service:
                  stop_event: threading.Event | None = None,
                  source_factory: Callable[..., Any] = KafkaSource,
                  sink_factory: Callable[..., Any] = KafkaSink,
-                 prepare_topics: Callable[[KafkaSettings], Any] = ensure_topics) -> None:
+                 prepare_topics: Callable[[KafkaSettings], Any] = ensure_topics,
+                 exchange_factory: Callable[[KafkaSettings], Any] | None = None) -> None:
         self.settings = settings
         self.source_factory = source_factory  # (kafka settings, start_offsets=...) -> Source with close()
         self.sink_factory = sink_factory  # (kafka settings) -> Sink with close()
         self.prepare_topics = prepare_topics
+        self.exchange_factory = exchange_factory  # (kafka settings) -> models-topic exchange; None: ModelExchange
         self.metrics = metrics if metrics is not None else Metrics()
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.store = SnapshotStore()
         self.control = ControlQueue()
         self.learner: Any = None
         self.checkpointer: Any = None
+        self.replicas: Any = None  # ReplicaSync while fusion is on
         self.api_port: int | None = None
         self.consumed = 0
         self._published_version: int | None = None
@@ -88,6 +92,8 @@ class Service:
             handler = BatchHandler(s, sink, self.metrics)
             self.checkpointer = Checkpointer(s.checkpoint, source, self.metrics, self.store)
             stack.callback(self.checkpointer.close)
+            if s.fusion.every_seconds > 0:
+                self._start_fusion(stack)
             if s.api.enabled:
                 self._start_api(stack, source)
             self._install_signal_handlers(stack)
@@ -141,6 +147,8 @@ class Service:
                         "model_version": self.learner.model_version})
             if self._unpublished:
                 self._publish(idle=not records)
+            if self.replicas is not None and self.replicas.due():
+                self._fusion_round()
             self.checkpointer.finish()  # commit a background checkpoint that has reached the disk
             if self.checkpointer.due():
                 if self.checkpointer.requested:
@@ -158,6 +166,24 @@ class Service:
                 next_progress = now + _PROGRESS_EVERY_S
             if count is not None and self.consumed >= count:
                 break
+
+    def _start_fusion(self, stack: ExitStack) -> None:
+        from streamlearn.kafka.exchange import ModelExchange
+        from streamlearn.replicas import ReplicaSync
+
+        exchange = (self.exchange_factory or ModelExchange)(self.settings.kafka)
+        stack.callback(exchange.close)
+        self.replicas = ReplicaSync(exchange, self.settings.fusion, self.metrics)
+        logger.info("model fusion on", extra={"replica": self.replicas.replica, "topic": exchange.topic,
+                                              "every_s": self.settings.fusion.every_seconds})
+
+    def _fusion_round(self) -> None:
+        """Average in the peers' new encoders (if that does not hurt) and publish ours, between batches."""
+        version = self.learner.model_version
+        self.replicas.run(self.learner)
+        if self.learner.model_version != version:
+            self.metrics.observe_learner(self.learner)
+            self._publish(force=True)
 
     def _shutdown(self) -> None:
         """Final checkpoint and commit, so a restart resumes exactly here."""

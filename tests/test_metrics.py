@@ -25,6 +25,9 @@ EXPECTED = {
     "streamlearn_end_to_end_latency_seconds": ("histogram", set()),
     "streamlearn_consumer_lag": ("gauge", {"partition"}),
     "streamlearn_consumer_restarts": ("counter", set()),
+    "streamlearn_peer_models": ("counter", {"outcome"}),
+    "streamlearn_peer_replicas": ("gauge", set()),
+    "streamlearn_models_published": ("counter", set()),
     "streamlearn_checkpoint_duration_seconds": ("histogram", set()),
     "streamlearn_last_checkpoint_timestamp_seconds": ("gauge", set()),
     "streamlearn_model_info": ("gauge", {"n_features", "embedding_dim", "version"}),  # an Info, exposed as a gauge

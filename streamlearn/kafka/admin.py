@@ -30,9 +30,11 @@ def service_topics(settings: KafkaSettings) -> dict[str, int]:
     return {settings.samples_topic: n, settings.embeddings_topic: n, settings.dead_letter_topic: n}
 
 
-def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int] | None = None) -> list[str]:
+def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int] | None = None,
+                  configs: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
     """Create each topic in ``topics`` (name -> partitions; default: the service's) that is absent.
 
+    ``configs`` gives topic configs (name -> {key: value}) for the topics it creates.
     Returns the names that were created. Existing topics are left as they are
     (their partition count is not changed). Raises KafkaSetupError when the
     broker cannot be reached or refuses.
@@ -48,7 +50,8 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int] | None = No
         if not missing:
             return []
         request = {
-            name: {"num_partitions": n, "replication_factor": settings.replication_factor}
+            name: {"num_partitions": n, "replication_factor": settings.replication_factor,
+                   **({"configs": dict(configs[name])} if configs and name in configs else {})}
             for name, n in missing.items()
         }
         try:
