@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 #: What became of a fusion: the average replaced the encoder, scored too low, or could not be judged yet.
 FUSION_OUTCOMES = ("fused", "rejected", "deferred")
 _MIN_WINDOW = 40  # labeled samples of the live concept needed to judge an average
-_WINDOW = 256  # at most this many of the latest
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,8 @@ class FusionMixin:
         if self.encoder is None or not peer_states:
             return FusionResult("deferred")
         self.settle()
-        recent = list(self._recent)[-min(len(self._recent), self._since_repair, _WINDOW):] if self._since_repair else []
+        k = min(len(self._recent), self._since_repair)  # the recent window holds the latest 256
+        recent = list(self._recent)[-k:] if k else []
         if len(recent) < _MIN_WINDOW:
             return FusionResult("deferred", window=len(recent))
         wx = self.normalizer.transform(np.stack([x for x, _, _ in recent]))

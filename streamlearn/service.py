@@ -46,13 +46,11 @@ class Service:
                  stop_event: threading.Event | None = None,
                  source_factory: Callable[..., Any] = KafkaSource,
                  sink_factory: Callable[..., Any] = KafkaSink,
-                 prepare_topics: Callable[[KafkaSettings], Any] = ensure_topics,
-                 exchange_factory: Callable[[KafkaSettings], Any] | None = None) -> None:
+                 prepare_topics: Callable[[KafkaSettings], Any] = ensure_topics) -> None:
         self.settings = settings
         self.source_factory = source_factory  # (kafka settings, start_offsets=...) -> Source with close()
         self.sink_factory = sink_factory  # (kafka settings) -> Sink with close()
         self.prepare_topics = prepare_topics
-        self.exchange_factory = exchange_factory  # (kafka settings) -> models-topic exchange; None: ModelExchange
         self.metrics = metrics if metrics is not None else Metrics()
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.store = SnapshotStore()
@@ -171,16 +169,24 @@ class Service:
         from streamlearn.kafka.exchange import ModelExchange
         from streamlearn.replicas import ReplicaSync
 
-        exchange = (self.exchange_factory or ModelExchange)(self.settings.kafka)
+        exchange = ModelExchange(self.settings.kafka)
         stack.callback(exchange.close)
         self.replicas = ReplicaSync(exchange, self.settings.fusion, self.metrics)
         logger.info("model fusion on", extra={"replica": self.replicas.replica, "topic": exchange.topic,
                                               "every_s": self.settings.fusion.every_seconds})
 
     def _fusion_round(self) -> None:
-        """Average in the peers' new encoders (if that does not hurt) and publish ours, between batches."""
+        """Average in the peers' new encoders (if that does not hurt) and publish ours, between batches.
+
+        A failure is logged and the stream goes on: sharing models is never worth stopping the daemon for.
+        """
         version = self.learner.model_version
-        self.replicas.run(self.learner)
+        try:
+            self.replicas.run(self.learner)
+        except Exception as exc:
+            logger.error("fusion round failed; the stream goes on", extra={
+                "model_version": self.learner.model_version, "error": f"{exc.__class__.__name__}: {exc}"})
+            logger.debug("fusion round failure", exc_info=True)
         if self.learner.model_version != version:
             self.metrics.observe_learner(self.learner)
             self._publish(force=True)

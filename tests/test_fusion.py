@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.config import FusionSettings
+from streamlearn.config import FusionSettings, Settings
 from streamlearn.learner import Learner
 from streamlearn.metrics import Metrics
 from streamlearn.peers import PeerModelError, decode_model, encode_model, incompatibility
 from streamlearn.replica_fusion import average_states
 from streamlearn.replicas import ReplicaSync
+from streamlearn.service import Service
 
 N_FEATURES = 5
 
@@ -263,3 +264,15 @@ def test_stale_peer_models_are_not_used() -> None:
 def test_fusion_off_has_no_round() -> None:
     with pytest.raises(ValueError, match="off"):
         ReplicaSync(_Topic(), FusionSettings(), Metrics())
+
+
+def test_a_failing_fusion_round_is_logged_and_the_daemon_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def run(self, learner: Learner) -> None:
+            raise RuntimeError("models topic exploded")
+
+    service = Service(Settings())
+    service.learner, service.replicas = _learner(64), Broken()
+    with caplog.at_level(logging.ERROR, logger="streamlearn.service"):
+        service._fusion_round()  # no exception reaches the loop
+    assert any("fusion round failed" in r.getMessage() and "exploded" in r.error for r in caplog.records)
