@@ -14,7 +14,7 @@ import torch
 
 from streamlearn.drift import DriftEvent, DriftMonitor
 from streamlearn.model import (
-    HEADS, ClassMemory, ClassPrior, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
+    ClassMemory, ClassPrior, ClassRegistry, Encoder, HeadChoice, Label, LinearHead, MetaStep, NeighbourVote,
     OnlineStandardizer, PrototypeHead, Teacher, as_label, fuse, linear_inputs, linear_width,
 )
 from streamlearn.concepts import Concept, ConceptLibrary
@@ -181,7 +181,7 @@ class Learner(RepairMixin, FusionMixin):
         self.vote = NeighbourVote(self.neighbours) if self.neighbours else None
         self.prior = ClassPrior()  # how often each class is labeled lately: weighs the vote
         self.linear: LinearHead | None = None  # built with the encoder (its input is embedding + features)
-        self.choice = HeadChoice()  # which of prototypes, vote, linear head and their fusion predicts
+        self.choice = HeadChoice()  # how much each of prototypes, vote, linear head and their fusion counts
         self.monitor = DriftMonitor(delta=self.drift_delta)
         self.library = ConceptLibrary(self.concept_library_size)
         self._recent: deque[tuple[np.ndarray, int, bool]] = deque(maxlen=_RECENT)
@@ -268,25 +268,24 @@ class Learner(RepairMixin, FusionMixin):
         return embed_with(self.encoder, self.normalizer, self._check(features))
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
-        """Labels from the currently best head and squared distances to their prototypes; learns nothing."""
+        """Labels from the heads' weighted vote and squared distances to their prototypes; learns nothing."""
         labels = self.registry.slot_labels()
-        return predict_with(self.encoder, self.normalizer, self.head, labels, self._check(features),
-                            **self._active_alternative())
+        return predict_with(self.encoder, self.normalizer, self.head, labels, self._check(features), **self._heads())
 
-    def _active_alternative(self) -> dict[str, NeighbourVote | LinearHead]:
-        """The vote, the linear head or both (fused) when that predicts better than the prototypes, for snapshots."""
-        vote_ready = self.vote is not None and self.vote.ready
-        linear_ready = self.linear is not None and self.linear.ready
-        best = HEADS[self.choice.best((True, vote_ready, linear_ready, vote_ready and linear_ready))]
-        return {"vote": {"vote": self.vote}, "linear": {"linear": self.linear},
-                "fused": {"vote": self.vote, "linear": self.linear}}.get(best, {})
+    def _heads(self) -> dict:
+        """The ready heads besides the prototypes, their vote weights and the leading head, for snapshots."""
+        vote = self.vote if self.vote is not None and self.vote.ready else None
+        linear = self.linear if self.linear is not None and self.linear.ready else None
+        available = (True, vote is not None, linear is not None, vote is not None and linear is not None)
+        return {"vote": vote, "linear": linear, "weights": self.choice.weights(available),
+                "lead": self.choice.best(available)}
 
     def snapshot(self) -> ModelSnapshot:
         """An immutable copy for concurrent readers (the HTTP API)."""
         if self._n_features is None:
             raise ValueError("no model yet: the learner has not seen a sample")
         return ModelSnapshot.capture(
-            self.encoder, self.normalizer, self.head, self.registry.slot_labels(), **self._active_alternative(),
+            self.encoder, self.normalizer, self.head, self.registry.slot_labels(), **self._heads(),
             model_version=self.model_version, n_features=self._n_features, embedding_dim=self.embedding_dim,
             samples_seen=self.samples_seen, last_update=self.last_update,
         )

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamlearn.model.choice import HEADS, weighted_picks
 from streamlearn.model.classes import Label
 from streamlearn.model.fusion import fuse
 from streamlearn.model.linear import LinearHead, linear_inputs
@@ -44,14 +45,18 @@ def predict_with(
     features: np.ndarray,
     vote: NeighbourVote | None = None,
     linear: LinearHead | None = None,
+    weights: np.ndarray | None = None,
+    lead: int = 0,
 ) -> tuple[list[Label | None], np.ndarray]:
     """Labels and squared distances to the predicted class's prototype for raw ``features`` (n, d).
 
-    The label comes from the neighbour ``vote`` or the ``linear`` head when one is given,
-    from both fused when both are, else from the nearest prototype; ``None``/inf before any
-    class is known. A head that is not ready yet gives way to the others. The vote looks
-    at the embedding and, when it holds that view too, the standardised input (an export
-    holds the first only); the linear head at both.
+    With ``weights`` (one per head of :data:`~streamlearn.model.choice.HEADS`), the label is
+    the learner's weighted vote of the heads (ties to head ``lead``): the nearest prototype,
+    the neighbour ``vote``, the ``linear`` head, and the last two fused; a head that is
+    absent or not ready has no vote. Without, it comes from the vote or the linear head when
+    one is given, from both fused when both are, else from the nearest prototype. ``None``/inf
+    before any class is known. The vote looks at the embedding and, when it holds that view
+    too, the standardised input (an export holds the first only); the linear head at both.
     """
     standardised = _standardise(normalizer, features)
     z = encode(encoder, standardised)
@@ -59,16 +64,23 @@ def predict_with(
     if d.shape[1] == 0 or not np.isfinite(d).any():
         return [None] * len(z), np.full(len(z), np.inf)
     slots = d.argmin(axis=1)
-    beliefs = []
-    if vote is not None and (shares := vote.shares((z, standardised)[: vote.n_views], d)) is not None:
-        beliefs.append(shares)
-    if linear is not None and linear.ready:
-        beliefs.append(linear.probabilities(linear_inputs(z, standardised)))
-    if beliefs:
+    shares = vote.shares((z, standardised)[: vote.n_views], d) if vote is not None else None
+    probabilities = linear.probabilities(linear_inputs(z, standardised)) if linear is not None and linear.ready else None
+    if weights is not None:
+        picks = np.full((len(z), len(HEADS)), -1, dtype=np.int64)
+        picks[:, 0] = slots
+        if shares is not None:
+            picks[:, 1] = shares.argmax(1)
+        if probabilities is not None:
+            picks[:, 2] = probabilities.argmax(1)
+            if shares is not None:
+                picks[:, 3] = fuse(shares, probabilities)
+        slots = weighted_picks(picks, np.asarray(weights, dtype=np.float64), lead)
+    elif (beliefs := [b for b in (shares, probabilities) if b is not None]):
         picked = fuse(*beliefs)
         slots = np.where(picked < d.shape[1], picked, slots)
-    best = d[np.arange(len(z)), slots]
-    return [labels[s] if s < len(labels) else None for s in slots], best
+    best = d[np.arange(len(z)), np.minimum(slots, d.shape[1] - 1)]
+    return [labels[s] if 0 <= s < len(labels) else None for s in slots], best
 
 
 @dataclass(frozen=True)
@@ -86,10 +98,13 @@ class ModelSnapshot:
     last_update: float | None
     vote: NeighbourVote | None = None
     linear: LinearHead | None = None
+    weights: tuple[float, ...] | None = None  # the heads' vote weights (None: the vote/linear rule, see predict_with)
+    lead: int = 0
     created_at: float = field(default_factory=time.time)
 
     @classmethod
-    def capture(cls, encoder, normalizer, head, slot_labels, vote=None, linear=None, **info) -> "ModelSnapshot":
+    def capture(cls, encoder, normalizer, head, slot_labels, vote=None, linear=None, weights=None, lead=0,
+                **info) -> "ModelSnapshot":
         """Copy the live parts so later learning cannot change this snapshot."""
         return cls(
             encoder=copy.deepcopy(encoder).eval(),
@@ -98,12 +113,16 @@ class ModelSnapshot:
             slot_labels=list(slot_labels),
             vote=vote.share() if vote is not None else None,  # its arrays are read-only: shared, not copied
             linear=copy.deepcopy(linear),
+            weights=None if weights is None else tuple(float(w) for w in weights),
+            lead=int(lead),
             **info,
         )
 
     @property
     def predictor(self) -> str:
-        """Which head gives the labels: ``prototypes``, ``vote``, ``linear`` or ``fused`` (vote and linear head)."""
+        """The head that leads: ``prototypes``, ``vote``, ``linear`` or ``fused`` (vote and linear head)."""
+        if self.weights is not None:
+            return HEADS[self.lead]
         if self.vote is not None and self.linear is not None:
             return "fused"
         return "linear" if self.linear is not None else "vote" if self.vote is not None else "prototypes"
@@ -119,4 +138,4 @@ class ModelSnapshot:
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
         """Predicted labels and squared distances to the predicted prototype."""
         return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features,
-                            vote=self.vote, linear=self.linear)
+                            vote=self.vote, linear=self.linear, weights=self.weights, lead=self.lead)

@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamlearn.model.choice import HEADS, HeadChoice, weighted_picks
 from streamlearn.model import (
     ClassMemory, ClassPrior, ClassRegistry, Encoder, LinearHead, MetaStep, NeighbourVote, OnlineStandardizer,
     PrototypeHead, Teacher,
@@ -550,3 +551,34 @@ def test_the_watch_for_changes_of_unit_travels_with_the_statistics():
     again.load_state(older)  # a checkpoint from before the watch: same z-scores, the watch starts afresh
     np.testing.assert_array_equal(again.transform(x[-50:]), s.transform(x[-50:]))
     assert again.windows.tolist() == [0, 0]
+
+
+# ------------------------------------------------------------------ the heads' weighted vote
+def test_a_clear_leader_decides_alone_and_close_heads_that_agree_outvote_it() -> None:
+    choice = HeadChoice()
+    choice.accuracy[:] = (0.80, 0.90, 0.70, 0.70)  # the vote leads by 10 points: e^-5 for the others
+    assert choice.pick((0, 1, 0, 0)) == 1
+    choice.accuracy[:] = (0.89, 0.90, 0.60, 0.89)  # the prototypes and the fusion are a point behind
+    assert choice.pick((0, 1, 2, 0)) == 0
+    assert HEADS[choice.best([True] * 4)] == "vote"  # the leader is still the vote (the API's `predictor`)
+    choice.accuracy[:] = (0.90, 0.60, 0.905, 0.60)  # the linear head must lead by its margin to lead...
+    assert HEADS[choice.best([True] * 4)] == "prototypes"
+    assert choice.pick((0, 1, 2, 3)) == 2  # ...but its vote counts by its accuracy alone
+    weights = choice.weights([True] * 4)
+    assert weights[2] == 1.0 and 0.7 < weights[0] < 1.0
+    assert choice.weights([True, False, False, False]).tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[st.integers(0, 3)] * 4), min_size=1, max_size=20),
+       st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4), st.tuples(st.booleans(), st.booleans()))
+def test_the_batch_vote_gives_the_per_sample_answers(rows: list, accuracy: list, ready: tuple) -> None:
+    """As in a request: the prototypes always answer; the vote and the linear head for every row or none."""
+    vote, linear = ready
+    available = [True, vote, linear, vote and linear]
+    picks = np.array([[p if ok else -1 for p, ok in zip(row, available)] for row in rows], dtype=np.int64)
+    choice = HeadChoice()
+    choice.accuracy[:] = accuracy
+    expected = [choice.pick(tuple(int(p) for p in row)) for row in picks]
+    got = weighted_picks(picks, choice.weights(available), choice.best(available))
+    assert got.tolist() == expected
