@@ -75,6 +75,7 @@ def predict_with(
             picks[:, 2] = probabilities.argmax(1)
             if shares is not None:
                 picks[:, 3] = fuse(shares, probabilities)
+        picks[picks >= d.shape[1]] = -1  # a slot the prototypes do not know (yet) has no label to give
         slots = weighted_picks(picks, np.asarray(weights, dtype=np.float64), lead)
     elif (beliefs := [b for b in (shares, probabilities) if b is not None]):
         picked = fuse(*beliefs)
