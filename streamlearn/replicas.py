@@ -51,10 +51,10 @@ class ReplicaSync:
         self.replica = replica or settings.replica_id or default_replica_id()
         self.clock = clock
         self.book = PeerBook(self.replica, settings.max_age_seconds)
-        self.last: FusionResult | None = None
         self._next = time.monotonic() + settings.every_seconds
         self._published_at_labels: int | None = None  # learner.labeled_seen when this replica last published
-        self._warned: set[tuple[str, str]] = set()
+        self._warned: set[tuple[str, str]] = set()  # (replica, why) of incompatible models already logged
+        self._too_large_logged = False
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
@@ -105,7 +105,6 @@ class ReplicaSync:
         if result.outcome != "deferred":  # deferred: judged again next round (with newer models if any came)
             self.book.mark_used(usable)
             self.metrics.observe_peer_models(result.outcome, len(usable))
-        self.last = result
         return result
 
     def _publish(self, learner: Any, now: float) -> None:
@@ -118,8 +117,8 @@ class ReplicaSync:
                              model_version=learner.model_version, labeled_seen=learner.labeled_seen, created_at=now)
         self._published_at_labels = learner.labeled_seen
         if len(value) > self.exchange.max_bytes:
-            if ("", "too_large") not in self._warned:
-                self._warned.add(("", "too_large"))
+            if not self._too_large_logged:
+                self._too_large_logged = True
                 logger.error("model too large to share with the replicas",
                              extra={"bytes": len(value), "limit": self.exchange.max_bytes})
             return

@@ -88,8 +88,8 @@ class ModelExchange:
         return [record for records in batches.values() for record in records]
 
     def close(self) -> None:
-        for client in (self._consumer, self._producer):
+        for close in (self._consumer.close, lambda: self._producer.close(timeout=5.0)):
             try:
-                client.close(timeout=5.0) if client is self._producer else client.close()
+                close()
             except KafkaError as exc:
                 logger.warning("error while closing a models-topic client", extra={"error": str(exc)})

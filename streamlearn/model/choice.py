@@ -79,15 +79,15 @@ class HeadChoice:
                 best = h
         return best
 
+    def _weight_list(self, available: Sequence[bool]) -> list[float]:
+        """Each head's vote weight as plain floats (math.exp: per sample, numpy's call overhead would dominate)."""
+        accuracy = self.accuracy.tolist()
+        top = max((a for a, ok in zip(accuracy, available) if ok), default=0.0)
+        return [math.exp(self.sharpness * (a - top)) if ok else 0.0 for a, ok in zip(accuracy, available)]
+
     def weights(self, available: Sequence[bool]) -> np.ndarray:
         """Each head's vote weight (0 where not ``available``); the most accurate head's is 1."""
-        mask = np.asarray(available, dtype=bool)
-        if not mask.any():
-            return np.zeros(len(HEADS))
-        top = float(self.accuracy[mask].max())
-        # math.exp, as in pick: the batch vote gives exactly the per-sample answers.
-        return np.array([math.exp(self.sharpness * (a - top)) if ok else 0.0
-                         for a, ok in zip(self.accuracy.tolist(), mask)])
+        return np.array(self._weight_list(available))
 
     def pick(self, picks: Sequence[int]) -> int:
         """The class slot to predict from each head's pick (-1 = that head has no answer): the weighted vote."""
@@ -95,13 +95,10 @@ class HeadChoice:
         lead = picks[self.best(available)]
         if lead < 0:
             return lead  # no head has an answer
-        # Per sample, on four numbers: plain floats and math.exp (numpy's per-call overhead would dominate).
-        accuracy = self.accuracy.tolist()
-        top = max(a for a, ok in zip(accuracy, available) if ok)
         totals: dict[int, float] = {}
-        for pick, a in zip(picks, accuracy):
+        for pick, weight in zip(picks, self._weight_list(available)):
             if pick >= 0:
-                totals[pick] = totals.get(pick, 0.0) + math.exp(self.sharpness * (a - top))
+                totals[pick] = totals.get(pick, 0.0) + weight
         most = max(totals.values())
         return lead if totals[lead] >= most else min(p for p, t in totals.items() if t == most)
 
