@@ -15,7 +15,6 @@ written in the loop, after any background write has finished.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 from streamlearn.config import CheckpointSettings
 from streamlearn.errors import ConfigError
+from streamlearn.initial_model import warn_on_changed_settings
 from streamlearn.kafka.protocols import Source
 from streamlearn.metrics import Metrics
 from streamlearn.paths import ensure_writable_folder
@@ -67,28 +67,15 @@ def restore(settings: CheckpointSettings, fresh: Callable[[], Any],
     from streamlearn import checkpoint  # heavy (torch); imported when the daemon starts
 
     if checkpoint.latest_path(Path(settings.dir)) is None:
-        logger.info("no checkpoint found; starting a fresh model", extra={"dir": str(settings.dir)})
+        logger.info("no checkpoint found; starting a new model (fresh, or learner.initial_model)",
+                    extra={"dir": str(settings.dir)})
         return fresh(), {}, None
     learner, extra, path = checkpoint.load_newest(Path(settings.dir))
     if learner_settings is not None:
-        _warn_on_changed_settings(learner_settings, learner)
+        warn_on_changed_settings(learner_settings, learner)
     logger.info("restored checkpoint", extra={"dir": str(settings.dir), "model_version": learner.model_version,
                                               "offsets": extra.get("offsets", {})})
     return learner, dict(extra or {}), path
-
-
-def _warn_on_changed_settings(configured: Any, restored: Any) -> None:
-    """A restored model keeps the hyperparameters it was trained with; say so when the config now differs."""
-    changed = {
-        name: {"configured": getattr(configured, name), "checkpoint": getattr(restored, name)}
-        for name in inspect.signature(type(restored)).parameters
-        if hasattr(configured, name)
-        if getattr(configured, name, None) is not None and getattr(configured, name) != getattr(restored, name)
-    }
-    if changed:
-        logger.warning("learner settings differ from the checkpoint's; the checkpoint's are used "
-                       "(move or delete the checkpoint directory to start a model with the new ones)",
-                       extra={"differences": changed})
 
 
 @dataclass(frozen=True)

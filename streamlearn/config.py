@@ -207,6 +207,8 @@ class LearnerSettings(_Section):
     drift_delta: float = Field(0.002, gt=0, lt=1, allow_inf_nan=False)
     concept_library_size: NonNegativeInt = 8
     batch_size: PositiveInt = 256
+    # A model to start from instead of a fresh one (see streamlearn.initial_model); a checkpoint wins.
+    initial_model: Path | None = None
 
 
 class FusionSettings(_Section):

@@ -75,9 +75,9 @@ class _Tally:
 
 
 def _make_learner(settings: Settings) -> Any:
-    from streamlearn.learner import Learner  # heavy (torch); imported when a replay actually runs
+    from streamlearn.initial_model import start_learner  # heavy (torch); imported when a replay actually runs
 
-    return Learner.from_settings(settings.learner)
+    return start_learner(settings.learner)
 
 
 @contextlib.contextmanager

@@ -72,14 +72,17 @@ class Service:
     def run(self, *, count: int | None = None, timeout: float | None = None) -> int:
         """Run until stopped, until ``count`` records were consumed, or ``timeout`` seconds passed; return 0."""
         from streamlearn.checkpointer import Checkpointer, ensure_writable, restore
-        from streamlearn.learner import Learner  # heavy (torch): imported when the daemon starts
+        from streamlearn.initial_model import start_learner  # heavy (torch): imported when the daemon starts
 
         s = self.settings
         with ExitStack() as stack:
             stack.callback(self._unfreeze_gc)
             ensure_writable(Path(s.checkpoint.dir))
             self.prepare_topics(s.kafka)
-            self.learner, extra, restored = restore(s.checkpoint, lambda: Learner.from_settings(s.learner), s.learner)
+            self.learner, extra, restored = restore(s.checkpoint, lambda: start_learner(s.learner), s.learner)
+            if restored is not None and s.learner.initial_model is not None:
+                logger.info("learner.initial_model not used: the checkpoint continues this deployment's model",
+                            extra={"initial_model": str(s.learner.initial_model), "checkpoint": str(restored)})
             self.metrics.observe_learner(self.learner, baseline=True)
             self._publish(force=True)
             self.store.set_checkpoint(None if restored is None else str(restored))  # what /v1/model/weights serves
