@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 from torch import nn
@@ -12,7 +13,7 @@ from streamlearn.drift import DriftMonitor, change_point
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher, linear_inputs
 from streamlearn.snapshot import encode
 
-__all__ = ["RepairMixin", "choose_repair", "prequential_accuracy"]
+__all__ = ["RepairMixin", "beats_guessing", "choose_repair", "prequential_accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ _PLASTICITY = 3.0
 _CONFIDENT_WINDOW = 40  # post-change samples that make a repair decision final
 _RECHECK = 25  # labeled samples after a low-confidence "keep" before judging again
 _COLLAPSE = 0.25  # a fall of the live accuracy this large on a confident window rules out "keep"
+_GUESS_LEVEL = 0.05  # a known concept restored on a short window must score this unlikely for a guess
 
 
 def prequential_accuracy(encoder: nn.Module, head: PrototypeHead, x: np.ndarray, slots: np.ndarray) -> float:
@@ -39,8 +41,24 @@ def prequential_accuracy(encoder: nn.Module, head: PrototypeHead, x: np.ndarray,
     return correct / max(1, len(slots))
 
 
+def beats_guessing(hits: int, n: int, chance: float, level: float = _GUESS_LEVEL) -> bool:
+    """True when ``hits`` right answers out of ``n`` are unlikely (probability under ``level``) for a guess.
+
+    A guess is right with probability ``chance`` each time (one over the number of classes);
+    the probability of at least ``hits`` right is the binomial tail.
+
+    >>> beats_guessing(2, 9, 0.1)  # 2 of 9 among ten classes: a guess does as well 23% of the time
+    False
+    >>> beats_guessing(3, 5, 0.1)  # 3 of 5: under 1%
+    True
+    """
+    tail = sum(math.comb(n, j) * chance**j * (1.0 - chance) ** (n - j) for j in range(max(0, hits), n + 1))
+    return tail < level
+
+
 def choose_repair(
-    scores: dict[str, float], margin: float = 0.02, before: float | None = None, live: str | None = None
+    scores: dict[str, float], margin: float = 0.02, before: float | None = None, live: str | None = None,
+    window: int | None = None, chance: float | None = None,
 ) -> str:
     """Pick the action with the best window accuracy; ``keep`` wins ties within ``margin``.
 
@@ -50,18 +68,38 @@ def choose_repair(
     short window; nor is ``live``, the action that restores the live concept's own snapshot.
     (Either would file the new concept's data under the old concept.)
 
+    ``window`` (its length) and ``chance`` are given when the window is too short to trust:
+    a known concept other than ``live`` that leads there is restored only if its hits on the
+    window beat guessing (:func:`beats_guessing`). On a few samples a stored concept has its
+    prototypes ready where the other candidates start from nothing, so one that fits no
+    better than a guess can still lead, and restoring it would put the new data under the
+    wrong concept. The choice is then between keeping and re-estimating, and the learner
+    looks again once more data is in. (Setting aside only the restores that fail the test,
+    so that the live concept's own snapshot could win instead, lost a point on one of two
+    seeds of a recurring RBF stream.)
+
     >>> choose_repair({"keep": 0.5, "reestimate": 0.8, "restore:3": 0.9})
     'restore:3'
     >>> choose_repair({"keep": 0.79, "reestimate": 0.8})
     'keep'
     >>> choose_repair({"keep": 0.17, "reestimate": 0.06, "restore:0": 0.1}, before=0.72, live="restore:0")
     'reestimate'
+    >>> choose_repair({"keep": 0.0, "reestimate": 0.0, "restore:1": 2 / 9}, window=9, chance=0.1)
+    'keep'
+    >>> choose_repair({"keep": 0.2, "reestimate": 0.0, "restore:3": 0.6}, window=5, chance=0.1)
+    'restore:3'
     """
     if before is not None and scores.get("keep", 1.0) < before - _COLLAPSE:
         ruled_out = {"keep", live}
         if any(action not in ruled_out for action in scores):
             scores = {action: score for action, score in scores.items() if action not in ruled_out}
     best = max(scores, key=scores.__getitem__)
+    if (window is not None and chance is not None and best.startswith("restore:") and best != live
+            and not beats_guessing(round(scores[best] * window), window, chance)):
+        others = {action: score for action, score in scores.items() if not action.startswith("restore:")}
+        if others:
+            scores = others
+            best = max(scores, key=scores.__getitem__)
     if "keep" in scores and scores[best] - scores["keep"] <= margin:
         return "keep"
     return best
@@ -110,7 +148,8 @@ class RepairMixin:
         earlier = [ok for _, _, ok in recent[-min(len(recent), self._since_repair) : -k]]  # the live model's own
         before = float(np.mean(earlier)) if confident and len(earlier) >= _CONFIDENT_WINDOW else None
         live = f"restore:{self._concept_id}"
-        action = choose_repair(scores, before=before, live=live)
+        chance = 1.0 / max(2, len(self.registry.labels()))
+        action = choose_repair(scores, before=before, live=live, window=None if confident else k, chance=chance)
         logger.info("repair chosen", extra={"window": k, "action": action,
                                             "scores": {a: round(v, 3) for a, v in scores.items()}})
         self._since_drift = 0

@@ -254,6 +254,34 @@ def test_a_recurring_concept_is_restored_not_relearned():
     assert set(stored) == set(learner.encoder.state_dict())
 
 
+@pytest.mark.parametrize("n", [1, 5, 9, 25, 39])
+@pytest.mark.parametrize("chance", [0.1, 0.25, 0.5])
+def test_beats_guessing_is_the_binomial_test(n: int, chance: float) -> None:
+    from scipy.stats import binom
+
+    from streamlearn.repair import beats_guessing
+
+    for hits in range(n + 1):
+        assert beats_guessing(hits, n, chance) == (binom.sf(hits - 1, n, chance) < 0.05), hits
+
+
+def test_a_stored_concept_is_not_restored_on_a_short_window_it_fits_no_better_than_a_guess():
+    """LED after an abrupt switch, ten classes: on 9 samples (all missed by the live model) a concept of the
+    first half scored 2/9 and was restored, and the next 500 samples fell to 0.43. Now the learner keeps its
+    model and looks again; a concept that does fit (3 of 5 right) is still restored at once."""
+    from streamlearn.repair import choose_repair
+
+    led = {"keep": 0.0, "reestimate": 0.0, "restore:0": 1 / 9, "restore:1": 2 / 9, "restore:3": 1 / 9}
+    assert choose_repair(led, live="restore:3", window=9, chance=0.1) == "keep"
+    assert choose_repair(dict(led, **{"restore:3": 0.3}), live="restore:3", window=9, chance=0.1) == "restore:3"
+    assert choose_repair(led, live="restore:3") == "restore:1"  # a trusted window: the scores decide
+    back = {"keep": 0.2, "reestimate": 0.0, "restore:3": 0.6, "restore:0": 0.0}
+    assert choose_repair(back, live="restore:0", window=5, chance=0.1) == "restore:3"
+    # Two classes: 7 of 9 right is what a guess does 9% of the time, 8 of 9 only 2%.
+    assert choose_repair({"keep": 0.3, "reestimate": 0.4, "restore:2": 7 / 9}, window=9, chance=0.5) == "reestimate"
+    assert choose_repair({"keep": 0.3, "reestimate": 0.4, "restore:2": 8 / 9}, window=9, chance=0.5) == "restore:2"
+
+
 def test_rollback_restores_the_last_good_snapshot():
     learner = Learner(seed=0, **SMALL)
     assert learner.rollback() is False
