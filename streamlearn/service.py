@@ -78,11 +78,13 @@ class Service:
         with ExitStack() as stack:
             stack.callback(self._unfreeze_gc)
             ensure_writable(Path(s.checkpoint.dir))
-            self.prepare_topics(s.kafka)
+            # The model before the topics: an unusable learner.initial_model stops the start (exit 2)
+            # before anything is created on the broker.
             self.learner, extra, restored = restore(s.checkpoint, lambda: start_learner(s.learner), s.learner)
             if restored is not None and s.learner.initial_model is not None:
                 logger.info("learner.initial_model not used: the checkpoint continues this deployment's model",
                             extra={"initial_model": str(s.learner.initial_model), "checkpoint": str(restored)})
+            self.prepare_topics(s.kafka)
             self.metrics.observe_learner(self.learner, baseline=True)
             self._publish(force=True)
             self.store.set_checkpoint(None if restored is None else str(restored))  # what /v1/model/weights serves

@@ -201,3 +201,15 @@ def test_admin_commands_run_on_the_loop_thread(settings):
         stop.set()
         thread.join(30)
     assert checkpoint.load(settings.checkpoint.dir)[0].samples_seen == 0  # the reset was checkpointed
+
+
+def test_an_unusable_initial_model_stops_the_start_before_the_broker_is_touched(settings, tmp_path):
+    """Exit 2 (ConfigError) naming the setting; no topic is created, no source or sink is opened."""
+    touched: list[str] = []
+    bad = settings.model_copy(update={"learner": settings.learner.model_copy(
+        update={"initial_model": tmp_path / "no-model"})})
+    daemon = Service(bad, source_factory=lambda k, start_offsets=None: touched.append("source"),
+                     sink_factory=lambda k: touched.append("sink"), prepare_topics=lambda k: touched.append("topics"))
+    with pytest.raises(ConfigError, match="learner.initial_model: .*no-model does not exist"):
+        daemon.run(count=10, timeout=30)
+    assert touched == []
