@@ -26,6 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from streamlearn.errors import ConfigError
+from streamlearn.schema import MAX_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Kafka's fetch and request sizes are 32-bit; the consumer asks for a record's size plus some headroom.
+MAX_MESSAGE_BYTES = 2**30
+
+
 class KafkaSettings(_Section):
     """Where the broker is and which topics the service reads and writes."""
 
@@ -127,10 +132,11 @@ class KafkaSettings(_Section):
     poll_max_records: PositiveInt = 500
     poll_timeout_ms: PositiveInt = 200  # 0 would make an idle daemon spin a whole core
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: NonEmptyStr | None = None
+    # The mechanisms a user name and password serve (GSSAPI and OAUTHBEARER need settings this file does not have).
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: NonEmptyStr | None = None
     sasl_password: SecretStr | None = None
-    max_message_bytes: PositiveInt = 1_000_000
+    max_message_bytes: Annotated[int, Field(ge=1, le=MAX_MESSAGE_BYTES), _NoBool] = 1_000_000
 
     @field_validator("embeddings_topic", "dead_letter_topic", "models_topic")
     @classmethod
@@ -177,9 +183,10 @@ class CheckpointSettings(_Section):
 
 
 MAX_SEED = 2**64 - 1  # torch's generator takes a 64-bit seed
-# Far above any useful size, and below what makes the first batch die allocating the encoder.
-MAX_FEATURES = 100_000
 MAX_WIDTH = 8192
+# A class's memory is allocated whole when the class first appears; far above any useful size.
+MAX_MEMORY_PER_CLASS = 100_000
+MAX_PROTOTYPES_PER_CLASS = 1000
 
 
 class LearnerSettings(_Section):
@@ -197,9 +204,9 @@ class LearnerSettings(_Section):
     episode_ways: PositiveInt = 10
     episode_shots: PositiveInt = 8
     episode_queries: PositiveInt = 8
-    memory_per_class: PositiveInt = 200
+    memory_per_class: Annotated[int, Field(ge=1, le=MAX_MEMORY_PER_CLASS), _NoBool] = 200
     max_classes: PositiveInt = 1000
-    prototypes_per_class: PositiveInt = 1
+    prototypes_per_class: Annotated[int, Field(ge=1, le=MAX_PROTOTYPES_PER_CLASS), _NoBool] = 1
     neighbours: NonNegativeInt = 5
     linear_lr: float = Field(0.01, ge=0, allow_inf_nan=False)
     distill_weight: float = Field(1.0, ge=0, allow_inf_nan=False)
@@ -283,6 +290,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(field, f"must be a mapping of settings, got {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):  # YAML reads `1:` or `null:` as a number or None, not a setting's name
+            raise ConfigError(field, f"has a top-level key {key!r} that is not a section name")
     return data
 
 

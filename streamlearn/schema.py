@@ -28,6 +28,8 @@ from streamlearn.errors import SchemaError
 
 __all__ = [
     "Label",
+    "MAX_FEATURES",
+    "MAX_INFERRED_FEATURES",
     "Sample",
     "EmbeddingRecord",
     "DeadLetter",
@@ -40,6 +42,14 @@ __all__ = [
 ]
 
 Label = Union[str, int]
+
+#: Most features a model takes (``learner.n_features`` at most this).
+MAX_FEATURES = 100_000
+#: Most features of a sample that fixes the dimension when ``learner.n_features`` is not configured.
+#: The first valid sample sizes the encoder, and the memory behind it, for good: without this bound
+#: one stray record of 300,000 zeros took a daemon to 4.5 GB. (100,000 features take a replay of
+#: 300 samples to 2.9 GB; 10,000 stay under 1 GB.) Wider data needs the dimension configured.
+MAX_INFERRED_FEATURES = 10_000
 
 REJECTION_REASONS: tuple[str, ...] = (
     "too_large",
@@ -316,6 +326,12 @@ def _decode_features(obj: dict[str, Any], n_features: int | None) -> np.ndarray:
         raise SchemaError("invalid_features", f"features must be an array of numbers, got {_json_type(values)}")
     if not values:
         raise SchemaError("invalid_features", "features must not be empty")
+    if len(values) > MAX_FEATURES:
+        raise SchemaError("too_large", f"{len(values)} features, the most a model takes is {MAX_FEATURES}")
+    if n_features is None and len(values) > MAX_INFERRED_FEATURES:
+        raise SchemaError("too_large", f"{len(values)} features would fix the model's dimension, more than the "
+                                       f"{MAX_INFERRED_FEATURES} allowed when learner.n_features is not set: set it "
+                                       f"(at most {MAX_FEATURES}) to take wider samples")
     # Whole-vector checks first (one pass in C each); the element loops below run only to name a bad value.
     if not _NUMBER_TYPES.issuperset(map(type, values)):
         for index, value in enumerate(values):

@@ -139,6 +139,11 @@ def test_invalid_yaml_values_name_the_field(tmp_path: Path, yaml_text: str, fiel
         ("STREAMLEARN_FUSION__MARGIN", "2", "fusion.margin"),
         ("STREAMLEARN_FUSION__MAX_AGE_SECONDS", "0", "fusion.max_age_seconds"),
         ("STREAMLEARN_FUSION__REPLICA_ID", "", "fusion.replica_id"),
+        # These passed validation and failed later with exit 1: Kafka's 32-bit sizes, allocations, the client.
+        ("STREAMLEARN_KAFKA__MAX_MESSAGE_BYTES", "3000000000", "kafka.max_message_bytes"),
+        ("STREAMLEARN_LEARNER__MEMORY_PER_CLASS", "1000000000", "learner.memory_per_class"),
+        ("STREAMLEARN_LEARNER__PROTOTYPES_PER_CLASS", "1000000000", "learner.prototypes_per_class"),
+        ("STREAMLEARN_KAFKA__SASL_MECHANISM", "bogus", "kafka.sasl_mechanism"),
     ],
 )
 def test_invalid_env_overrides_name_the_field(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
@@ -172,7 +177,10 @@ def test_a_whole_section_in_env_must_be_json(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.mark.parametrize(
     ("text", "reason_part"),
-    [("learner: [unclosed\n", "not valid YAML"), ("- 1\n- 2\n", "must be a mapping")],
+    [("learner: [unclosed\n", "not valid YAML"), ("- 1\n- 2\n", "must be a mapping"),
+     # YAML reads these keys as a number and None: Settings(**data) raised TypeError, and the CLI exited 1.
+     ("1: 2\n", "top-level key 1 that is not a section name"),
+     ("null: 1\n", "top-level key None that is not a section name")],
 )
 def test_bad_files_are_config_errors(tmp_path: Path, text: str, reason_part: str) -> None:
     path = write(tmp_path, text)

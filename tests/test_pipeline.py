@@ -16,6 +16,7 @@ from streamlearn.kafka.sink import MAX_REQUEST_BYTES
 from streamlearn.learner import Learner
 from streamlearn.metrics import Metrics
 from streamlearn.pipeline import PROCESSING_ERROR, BatchHandler
+from streamlearn.schema import MAX_INFERRED_FEATURES
 
 TOPIC = "samples"
 
@@ -148,6 +149,18 @@ def test_the_first_valid_sample_fixes_an_unknown_dimension(settings):
     assert [b["id"] for _, b in sink.on("emb")] == [f"{TOPIC}-0-0", f"{TOPIC}-0-2"]
     assert [b["reason"] for _, b in sink.on("dlq")] == ["wrong_dimension"]
     assert learner.n_features == 3
+
+
+def test_a_huge_first_sample_is_dead_lettered_and_does_not_fix_the_dimension(settings):
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": 1_000_000})})
+    huge = json.dumps({"features": [0] * (MAX_INFERRED_FEATURES + 1), "label": 1}).encode()
+    lines = [huge, b'{"features": [1, 2, 3, 4], "label": 1}', b'{"features": [4, 5, 6, 7], "label": 2}']
+    sink = FakeSink()
+    learner = small_learner()
+    BatchHandler(settings, sink, Metrics()).handle(learner, records(lines))
+    assert [b["reason"] for _, b in sink.on("dlq")] == ["too_large"]
+    assert [b["id"] for _, b in sink.on("emb")] == [f"{TOPIC}-0-1", f"{TOPIC}-0-2"]
+    assert learner.n_features == 4
 
 
 def test_a_failing_learner_sends_its_batch_to_dead_letters_and_the_stream_goes_on(settings):

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from streamlearn.errors import SchemaError
 from streamlearn.schema import (
+    MAX_FEATURES,
+    MAX_INFERRED_FEATURES,
     REJECTION_REASONS,
     DeadLetter,
     EmbeddingRecord,
@@ -119,6 +121,22 @@ def test_nulls_mean_absent() -> None:
 def test_dimension_is_free_when_not_fixed() -> None:
     assert decode('{"features": [1]}', n_features=None).features.shape == (1,)
     assert decode('{"features": [1, 2, 3, 4, 5]}', n_features=None).features.shape == (5,)
+
+
+def test_a_free_dimension_is_bounded_and_a_configured_one_may_be_wider() -> None:
+    # With no configured dimension the first valid sample sizes the model: one huge record must not.
+    def row(n: int) -> bytes:
+        return json.dumps({"features": [0] * n}).encode()
+
+    assert decode(row(MAX_INFERRED_FEATURES), n_features=None, max_bytes=10**7).features.shape == (MAX_INFERRED_FEATURES,)
+    with pytest.raises(SchemaError) as info:
+        decode(row(MAX_INFERRED_FEATURES + 1), n_features=None, max_bytes=10**7)
+    assert info.value.reason == "too_large" and "learner.n_features" in info.value.detail
+    assert decode(row(MAX_FEATURES), n_features=MAX_FEATURES, max_bytes=10**7).features.shape == (MAX_FEATURES,)
+    for n_features in (None, MAX_FEATURES):
+        with pytest.raises(SchemaError) as info:
+            decode(row(MAX_FEATURES + 1), n_features=n_features, max_bytes=10**7)
+        assert info.value.reason == "too_large" and f"{MAX_FEATURES + 1} features" in info.value.detail
 
 
 def test_features_are_read_only() -> None:

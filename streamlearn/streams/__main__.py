@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from streamlearn.argtypes import int_at_least
+from streamlearn.errors import UsageError
 from streamlearn.streams.demo import DEMO_SIZE, demo_stream
 from streamlearn.streams.jsonl import write_jsonl
 
@@ -16,13 +17,9 @@ __all__ = ["main"]
 logger = logging.getLogger("streamlearn.streams")
 
 
-class _UsageError(Exception):
-    """Bad command line; reported as one line with exit status 2."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print usage and exit itself
-        raise _UsageError(message)
+        raise UsageError(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default %(default)s)")
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:  # one line, exit status 2
         logger.error("usage: %s", exc)
         return 2
     try:
