@@ -82,9 +82,13 @@ class Metrics:
         )
         self.prequential_accuracy = Gauge(
             "streamlearn_prequential_accuracy",
-            "Accuracy of predictions made before learning, over the last labeled samples (rolling window).",
+            "Accuracy of predictions made before learning, over the last labeled samples (rolling window); "
+            "NaN until a labeled sample arrives (after a start or a model reset).",
             registry=r,
         )
+        # Not 0 before the first labeled sample: a restarted or reset daemon would look like a collapse
+        # (and fire StreamlearnAccuracyDropped) while it waits for labels. NaN is "no measure yet".
+        self.prequential_accuracy.set(math.nan)
         self.loss = Gauge("streamlearn_loss", "Loss of the learner's last update.", registry=r)
         self.update_duration = Histogram(
             "streamlearn_update_duration_seconds", "Time the learner spends on one batch (test-then-train).",
@@ -156,9 +160,10 @@ class Metrics:
             self.prequential_accuracy.set(self._hits / len(window))
 
     def reset_accuracy(self) -> None:
-        """Forget the rolling accuracy window (after a model reset)."""
+        """Forget the rolling accuracy window (after a model reset): no measure until the next labeled sample."""
         self._window.clear()
         self._hits = 0
+        self.prequential_accuracy.set(math.nan)
 
     def set_model_info(self, info: Mapping[str, object]) -> None:
         """Publish static model facts (n_features, embedding_dim, ...) as labels of streamlearn_model_info."""

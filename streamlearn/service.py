@@ -226,7 +226,7 @@ class Service:
         self.store.publish(ModelState.from_learner(learner))
         self._published_version, self._published_at, self._unpublished = version, now, False
         self.metrics.set_model_info({"n_features": learner.n_features, "embedding_dim": learner.embedding_dim,
-                                     "hidden_dim": self.settings.learner.hidden_dim, "version": __version__})
+                                     "hidden_dim": learner.hidden_dim, "version": __version__})
 
     def _start_api(self, stack: ExitStack, source: Source) -> None:
         from streamlearn.api import create_app

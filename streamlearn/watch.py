@@ -18,6 +18,7 @@ import argparse
 import http.client
 import json
 import logging
+import math
 import sys
 import time
 import urllib.error
@@ -99,6 +100,8 @@ def fetch_status(base_url: str, timeout_s: float = 2.0) -> DaemonStatus:
         rejected = _sum(metrics, "streamlearn_samples_total", outcome="rejected") or 0.0
         labeled = (_sum(metrics, "streamlearn_samples_total", outcome="learned") or 0.0) > 0
         accuracy = _sum(metrics, "streamlearn_prequential_accuracy") if labeled else None
+        if accuracy is not None and math.isnan(accuracy):  # no labeled sample since a reset
+            accuracy = None
         lag = _sum(metrics, "streamlearn_consumer_lag")
         events = drift.get("events") or []
         return DaemonStatus(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pytest
@@ -126,6 +127,20 @@ def test_prequential_accuracy_is_a_rolling_window_over_labeled_samples():
     assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 1.0
     m.record_correct([False])
     assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 0.75
+
+
+def test_prequential_accuracy_is_nan_until_a_labeled_sample_and_after_a_reset():
+    # 0 here would read as a collapse to the accuracy alert while a restarted daemon waits for labels.
+    m = Metrics(accuracy_window=4)
+    assert math.isnan(m.registry.get_sample_value("streamlearn_prequential_accuracy"))
+    m.record_correct([None, None])
+    assert math.isnan(m.registry.get_sample_value("streamlearn_prequential_accuracy"))
+    m.record_correct([True, False])
+    assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 0.5
+    m.reset_accuracy()
+    assert math.isnan(m.registry.get_sample_value("streamlearn_prequential_accuracy"))
+    m.record_correct([True])
+    assert m.registry.get_sample_value("streamlearn_prequential_accuracy") == 1.0
 
 
 def test_rolling_accuracy_matches_a_batch_computation_at_every_step():

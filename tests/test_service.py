@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from streamlearn import checkpoint
+from streamlearn import __version__, checkpoint
 from streamlearn.config import Settings
 from streamlearn.errors import ConfigError
 from streamlearn.kafka.connection import offset_key
@@ -147,6 +147,17 @@ def test_restart_resumes_from_the_checkpoint_offsets_with_the_saved_model(settin
     assert sink.ids("mem.emb")[0] == "m120"
     assert second.learner.model_version >= saved_version
     assert checkpoint.load(settings.checkpoint.dir)[1]["offsets"] == {offset_key(TOPIC, 0): 200}
+
+
+def test_model_info_describes_the_restored_model_not_the_configured_one(settings):
+    service(settings, lines(60), MemorySink()).run(count=60, timeout=60)  # a checkpoint with hidden_dim 32
+    wider = settings.model_copy(update={"learner": settings.learner.model_copy(update={"hidden_dim": 64})})
+    restarted = service(wider, lines(80), MemorySink())
+    restarted.run(count=10, timeout=60)
+    assert restarted.learner.hidden_dim == 32  # the checkpoint's hyperparameters win
+    info = restarted.metrics.registry.get_sample_value("streamlearn_model_info", {
+        "n_features": "8", "embedding_dim": "8", "hidden_dim": "32", "version": __version__})
+    assert info == 1.0
 
 
 def test_a_stop_request_finishes_cleanly_and_checkpoints(settings):

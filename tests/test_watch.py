@@ -88,6 +88,14 @@ def test_accuracy_is_unknown_before_any_labeled_sample(daemon: Daemon) -> None:
     assert fetch_status(daemon.url).accuracy is None
 
 
+def test_accuracy_is_unknown_after_a_reset_until_the_next_labeled_sample(daemon: Daemon) -> None:
+    daemon.consume(10, correct=[True, False])
+    daemon.metrics.reset_accuracy()  # the gauge reads NaN: no measure, not "accuracy nan"
+    assert fetch_status(daemon.url).accuracy is None
+    daemon.metrics.record_correct([True])
+    assert fetch_status(daemon.url).accuracy == 1.0
+
+
 def test_stops_once_the_daemon_consumed_enough(daemon: Daemon, learner: Learner) -> None:
     daemon.consume(100)
 
