@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.numpy import load as _arrays_from_bytes
 from safetensors.numpy import load_file, save_file
 
 from streamlearn.drift import DriftEvent
@@ -23,7 +24,7 @@ from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
 from streamlearn.concepts import Concept
 
-__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "load_newest",
+__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "load_bytes", "load_newest",
            "prepare", "save", "write"]
 
 logger = logging.getLogger(__name__)
@@ -359,10 +360,28 @@ def _read(path: Path) -> tuple[Learner, dict]:
             header_len = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(header_len))
         meta = json.loads(header["__metadata__"]["streamlearn"])
-    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path} (is it a streamlearn checkpoint?): {exc}") from exc
+    return _restore(arrays, meta, str(path))
+
+
+def load_bytes(data: bytes, source: str = "the model") -> tuple[Learner, dict]:
+    """:func:`load` for the bytes of one model file (``export.safetensors`` from ``GET /v1/model/weights``).
+
+    ``source`` names where the bytes came from in errors; CheckpointError if they are not a model.
+    """
+    try:
+        arrays = _arrays_from_bytes(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["streamlearn"])
+    except (ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise CheckpointError(f"cannot read {source} (is it a streamlearn model?): {exc}") from exc
+    return _restore(arrays, meta, source)
+
+
+def _restore(arrays: dict[str, np.ndarray], meta: dict, source: str) -> tuple[Learner, dict]:
     try:
         learner = from_state(arrays, meta)
     except (KeyError, ValueError, RuntimeError) as exc:  # readable, but not what this version writes
-        raise CheckpointError(f"cannot restore a model from checkpoint {path}: {exc.__class__.__name__}: {exc}") from exc
+        raise CheckpointError(f"cannot restore a model from checkpoint {source}: {exc.__class__.__name__}: {exc}") from exc
     return learner, meta.get("extra", {})

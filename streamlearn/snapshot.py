@@ -133,10 +133,20 @@ class ModelSnapshot:
         return [label for label in self.slot_labels if label is not None]
 
     def embed(self, features: np.ndarray) -> np.ndarray:
-        """Embeddings of raw features (n, n_features)."""
-        return embed_with(self.encoder, self.normalizer, features)
+        """Embeddings (n, embedding_dim) float32 of raw features (n, n_features); ValueError for other input."""
+        return embed_with(self.encoder, self.normalizer, self._rows(features))
 
     def predict(self, features: np.ndarray) -> tuple[list[Label | None], np.ndarray]:
-        """Predicted labels and squared distances to the predicted prototype."""
-        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, features,
+        """Predicted labels and squared distances to the predicted prototype; ValueError for other input."""
+        return predict_with(self.encoder, self.normalizer, self.head, self.slot_labels, self._rows(features),
                             vote=self.vote, linear=self.linear, weights=self.weights, lead=self.lead)
+
+    def _rows(self, features: np.ndarray) -> np.ndarray:
+        """``features`` as float32 rows of this model's width, all finite (a library caller gets no API checks)."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected rows of {self.n_features} features (shape (n, {self.n_features})), "
+                             f"got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("features must be finite")
+        return x
