@@ -58,7 +58,7 @@ def embed_file(
     n_features = learner.n_features
     lines = embedded = invalid = 0
     logger.debug("embedding", extra={"path": str(path), "model": str(model), "model_version": version})
-    for chunk in iter_batches(iter_lines(path), batch_size):
+    for chunk in iter_batches(iter_lines(path, max_bytes=max_bytes), batch_size):
         rows: list[str | None] = []
         valid: list[tuple[int, Sample]] = []
         for number, raw in chunk:

@@ -39,7 +39,7 @@ _LARGEST_MESSAGE = MAX_REQUEST_BYTES - 1_024
 
 def file_messages(path: Path, count: int | None = None) -> Iterator[tuple[bytes | None, bytes]]:
     """(key, value) for each line of ``path`` (at most ``count``): no key, the line's bytes as the value."""
-    for number, raw in iter_lines(path):
+    for number, raw in iter_lines(path, max_bytes=_LARGEST_MESSAGE):  # longer ones are not sent: not read whole
         if count is not None and number > count:
             return
         yield None, raw
@@ -80,7 +80,7 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
     unconfirmed = ""
     with _stop_signals() as stop, KafkaSink(settings.kafka) as sink, _progress(total, what) as advance:
         for key, value in messages:
-            size = len(value) + len(key or b"")
+            size = getattr(value, "size", len(value)) + len(key or b"")  # a LongLine: the whole line's size
             if size > _LARGEST_MESSAGE:
                 logger.warning("not sent: larger than a Kafka message can be",
                                extra={"where": _where(path, sent + too_large + 1), "bytes": size,

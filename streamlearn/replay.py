@@ -148,7 +148,7 @@ def replay(
             batch.clear()
             pending.clear()
 
-        for number, raw in iter_lines(path, advance):
+        for number, raw in iter_lines(path, advance, max_bytes=max_bytes):
             tally.samples += 1
             try:
                 sample = decode_sample(raw, default_id=str(number), n_features=n_features, max_bytes=max_bytes)

@@ -229,8 +229,9 @@ def decode_sample(raw: bytes, *, default_id: str, n_features: int | None, max_by
     ...
     streamlearn.errors.SchemaError: invalid_label: label must be a string, an integer or null, got bool
     """
-    if len(raw) > max_bytes:
-        raise SchemaError("too_large", f"record is {len(raw)} bytes, the limit is {max_bytes}")
+    size = getattr(raw, "size", len(raw))  # a line too long to read whole comes as its first bytes and its size
+    if size > max_bytes:
+        raise SchemaError("too_large", f"record is {size} bytes, the limit is {max_bytes}")
     try:
         obj = orjson.loads(raw)  # strict RFC 8259 JSON in UTF-8: the fast path for good records
     except orjson.JSONDecodeError:

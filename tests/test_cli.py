@@ -130,6 +130,18 @@ def test_replay_of_only_invalid_lines_reports_them(write_jsonl, small_settings: 
     assert [r["id"] for r in read_jsonl(tmp_path / "p.jsonl")] == ["1", "2", "3"]
 
 
+def test_a_line_over_the_size_limit_is_rejected_with_its_whole_size(stream_lines: list[str], write_jsonl,
+                                                                   small_settings: Settings, tmp_path: Path) -> None:
+    # Read in bounded pieces (a JSON array file given as JSONL would be one line of gigabytes), reported in full.
+    huge = '{"id": "big", "features": [' + "0," * 750_000 + "0]}"
+    data = write_jsonl([stream_lines[0], huge, stream_lines[1]])
+    result = replay(data, small_settings, predictions=tmp_path / "p.jsonl", progress=False)
+    assert (result.samples, result.valid, result.invalid) == (3, 2, {"too_large": 1})
+    row = read_jsonl(tmp_path / "p.jsonl")[1]
+    assert (row["id"], row["error"]) == ("2", "too_large")  # its own id is past what is read
+    assert row["detail"] == f"record is {len(huge)} bytes, the limit is {small_settings.kafka.max_message_bytes}"
+
+
 def test_replay_of_only_invalid_lines_with_save_model_writes_the_report_and_exits_2(
         write_jsonl, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_jsonl(["nope", '{"features": []}'])
