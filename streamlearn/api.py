@@ -90,8 +90,18 @@ def _validation_detail(exc: RequestValidationError) -> str:
         position = first.get("loc", ("body", "?"))[-1]
         reason = first.get("ctx", {}).get("error", "")
         return f"body is not valid JSON: {reason or first.get('msg', 'decode error')} at character {position}"
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    path = [p for p in first.get("loc", ()) if p != "body"]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "body"
+    if first.get("type") == "list_type" and len(path) == 2 and path[0] == "features":  # a flat list of numbers
+        return (f"{loc}: expected a row (a list of numbers): features is a list of rows, "
+                f'e.g. {{"features": [[0.5, 1.0]]}} for one row of two values{more}')
     return f"{loc}: {first.get('msg', 'invalid value')}{more}"
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type header names JSON (``application/json``, with parameters, or ``+json``)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def _serving_state(store: SnapshotStore) -> ModelState:
@@ -218,6 +228,12 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type")
+        if request.method == "POST" and not _is_json(content_type):
+            # The body is not read as JSON at all (curl -d sends a form): say so, not "should be a valid dictionary".
+            got = f"'{content_type}'" if content_type else "none"
+            return JSONResponse(status_code=415, content={
+                "detail": f"the body must be JSON sent with Content-Type: application/json (got {got})"})
         return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
 
     @app.get("/healthz", summary="The process is alive")
@@ -262,7 +278,8 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
                         headers={"Content-Disposition": f'attachment; filename="{Path(path).name}"'})
 
     @app.post("/v1/embed", response_model=EmbedResponse, summary="Embed rows of raw features (no learning)",
-              responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})
+              responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"},
+                         415: {"description": "body not sent as JSON"}})
     def embed(request: FeaturesRequest) -> dict[str, Any]:
         state = _serving_state(store)
         x = _features(request, state.snapshot.n_features, max_rows)
@@ -272,7 +289,8 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
 
     @app.post("/v1/predict", response_model=PredictResponse,
               summary="Predict labels with the head that leads (prototypes, neighbour vote or linear)",
-              responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"}})
+              responses={409: {"description": "model not ready"}, 413: {"description": "too many rows"},
+                         415: {"description": "body not sent as JSON"}})
     def predict(request: FeaturesRequest) -> dict[str, Any]:
         state = _serving_state(store)
         x = _features(request, state.snapshot.n_features, max_rows)

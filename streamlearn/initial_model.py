@@ -55,6 +55,9 @@ def _supplied(path: Path, settings: Any) -> Any:
         raise ConfigError(_FIELD, f"the model at {path} takes {learner.n_features} features, "
                                   f"learner.n_features is {settings.n_features}")
     warn_on_changed_settings(settings, learner, "initial_model")
+    # Its drift events happened on the stream it was trained on: this deployment's (the daemon's
+    # /v1/drift, replay's report) start empty. Its counters stay, so model versions keep rising.
+    learner.drift_events.clear()
     if learner.distill_weight > 0:
         learner.teacher = Teacher(learner.encoder, learner.model_version)
     logger.info("starting from the supplied model", extra={

@@ -126,13 +126,17 @@ def format_line(elapsed_s: float, status: DaemonStatus, rate: float | None) -> s
     >>> s = DaemonStatus(1234, 0, 0.9123, 2, {"detector": "hddm", "action": "repair"}, 57, 10, 3)
     >>> format_line(14.0, s, 200.4)
     '  14.0s  samples 1,234  rate 200/s  accuracy 0.912  drift events 2 (last: hddm, repair)  model v57  lag 3'
+    >>> format_line(0.0, DaemonStatus(0, 0, None, 0, {"detector": "hddm", "action": "restore:0"}, 255, 0, None), None)
+    '   0.0s  samples 0  rate -  accuracy -  drift events 0 (last: hddm, restore:0, before this start)  model v255'
     """
     parts = [f"{elapsed_s:6.1f}s", f"samples {status.consumed:,}",
              "rate -" if rate is None else f"rate {rate:,.0f}/s",
              "accuracy -" if status.accuracy is None else f"accuracy {status.accuracy:.3f}"]
     drift = f"drift events {status.drift_events}"
     if status.last_drift:
-        drift += f" (last: {status.last_drift.get('detector', '?')}, {status.last_drift.get('action', '?')})"
+        # The count is since this daemon started; the last event may come from the checkpoint it resumed.
+        before = "" if status.drift_events else ", before this start"
+        drift += f" (last: {status.last_drift.get('detector', '?')}, {status.last_drift.get('action', '?')}{before})"
     parts += [drift, f"model v{status.model_version}"]
     if status.rejected:
         parts.append(f"rejected {status.rejected:,}")

@@ -109,7 +109,7 @@ def test_the_served_snapshot_does_not_change_while_the_learner_keeps_learning(tr
         ({"features": [[1.0, 2.0]]}, 422, "expected 8 values"),
         ({"features": [[1.0] * 8, [1.0] * 7]}, 422, "features[1]"),
         ({"features": "not a list"}, 422, "features"),
-        ({"features": [1.0] * 8}, 422, "features.0"),
+        ({"features": [1.0] * 8}, 422, "features[0]: expected a row (a list of numbers): features is a list of rows"),
         ({"features": [["1.0"] * 8]}, 422, "valid number"),
         ({"features": [[True] * 8]}, 422, "valid number"),
         ({"features": []}, 422, "at least one row"),
@@ -131,6 +131,22 @@ def test_non_finite_values_are_rejected(client, raw):
     response = client.post("/v1/embed", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "not a finite" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_not_sent_as_json_is_a_415_that_names_the_content_type(client, content_type):
+    # curl -d sends a form: it read "body: Input should be a valid dictionary", about a body that is a JSON object.
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/predict", content=b'{"features": [[1, 1, 1, 1, 1, 1, 1, 1]]}', headers=headers)
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("the body must be JSON sent with Content-Type: application/json")
+
+
+def test_json_with_parameters_or_a_json_suffix_is_json(client):
+    for content_type in ("application/json; charset=utf-8", "application/vnd.example+json"):
+        response = client.post("/v1/predict", content=b'{"features": [[1, 1, 1, 1, 1, 1, 1, 1]]}',
+                               headers={"content-type": content_type})
+        assert response.status_code == 200, (content_type, response.text)
 
 
 def test_malformed_json_is_a_422_with_a_reason(client):

@@ -15,6 +15,7 @@ from streamlearn import checkpoint
 from streamlearn.checkpointer import restore
 from streamlearn.cli import main
 from streamlearn.config import CheckpointSettings, LearnerSettings
+from streamlearn.drift import DriftEvent
 from streamlearn.errors import ConfigError
 from streamlearn.initial_model import start_learner
 from streamlearn.learner import Learner
@@ -51,6 +52,15 @@ def test_a_supplied_model_predicts_from_the_first_sample(trained) -> None:
     assert np.mean(scored) > 0.95  # the classes are known before the stream has shown one
     fresh_scored = [ok for ok in fresh.process(x[:32], labels[:32]).correct if ok is not None]
     assert np.mean(fresh_scored) < np.mean(scored)  # a fresh model has to meet every class first
+
+
+def test_the_supplied_models_drift_history_stays_behind(trained, tmp_path: Path) -> None:
+    # A replay from a model downloaded from a daemon reported the daemon's five old drift events as its own.
+    learner, _ = trained
+    learner.drift_events.append(DriftEvent("hddm", 77, 5, 1.0, "repair"))
+    checkpoint.save(tmp_path / "drifted", learner)
+    started = start_learner(LearnerSettings(initial_model=tmp_path / "drifted", **SMALL))
+    assert list(started.drift_events) == [] and started.model_version == learner.model_version
 
 
 def test_the_supplied_model_is_the_first_teacher(trained) -> None:
