@@ -211,7 +211,8 @@ def _model_info(state: ModelState) -> dict[str, Any]:
         "last_drift": last_drift,
         "checkpoint": state.checkpoint_path,
         "meta_updates": state.meta_updates,
-        "predictor": state.snapshot.predictor if state.snapshot is not None else None,
+        # None until a class is known: before the first sample, and after a reset (the dimension stays).
+        "predictor": state.snapshot.predictor if state.snapshot is not None and state.classes else None,
         "version": __version__,
     }
 

@@ -30,13 +30,14 @@ def unwritable_reason(folder: Path) -> str | None:
     >>> unwritable_reason(Path("/tmp/no/such/folder/yet")) is None
     True
     >>> unwritable_reason(Path("/proc/self/no-such-dir"))  # doctest: +ELLIPSIS
-    '/proc/self is not writable (...)'
+    'cannot create /proc/self/no-such-dir: /proc/self is not writable (...)'
     """
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     try:
         _probe(existing)
     except OSError as exc:
-        return f"{existing} is not writable ({exc.strerror or exc})"
+        missing = "" if existing == folder else f"cannot create {folder}: "
+        return f"{missing}{existing} is not writable ({exc.strerror or exc})"
     return None
 
 

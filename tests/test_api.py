@@ -202,6 +202,17 @@ def test_drift_lists_recent_events(client, trained):
     assert body["events"] == [e.to_dict() for e in trained[0].drift_events]
 
 
+def test_a_reset_model_names_no_predictor_until_it_knows_a_class(trained):
+    learner = Learner(seed=0, hidden_dim=32, embedding_dim=8, meta_every=16)
+    x = trained[1]
+    learner.process(x[:40], trained[2][:40])
+    learner.reset()  # the dimension stays, the classes go: it read "prototypes" with nothing to predict
+    store = SnapshotStore()
+    store.publish(ModelState.from_learner(learner))
+    info = make_client(store).get("/v1/model").json()
+    assert (info["n_features"], info["classes"], info["predictor"]) == (N_FEATURES, [], None)
+
+
 def test_admin_is_off_without_a_token(store):
     called = []
     client = make_client(store, token=None, admin={"reset": lambda: called.append(1) or {}})
