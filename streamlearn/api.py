@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field, StrictFloat
 
 from streamlearn import __version__
-from streamlearn.checkpoint import EXPORT_FILE
+from streamlearn.checkpoint import EXPORT_FILE, version_of
 from streamlearn.config import Settings
 from streamlearn.snapshot_store import ModelState, SnapshotStore
 
@@ -210,6 +210,8 @@ def _model_info(state: ModelState) -> dict[str, Any]:
         "last_update": state.last_update,
         "last_drift": last_drift,
         "checkpoint": state.checkpoint_path,
+        # The version GET /v1/model/weights serves: the latest checkpoint's, behind model_version while learning.
+        "checkpoint_version": version_of(state.checkpoint_path) if state.checkpoint_path else None,
         "meta_updates": state.meta_updates,
         # None until a class is known: before the first sample, and after a reset (the dimension stays).
         "predictor": state.snapshot.predictor if state.snapshot is not None and state.classes else None,

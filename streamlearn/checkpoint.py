@@ -24,7 +24,7 @@ from streamlearn.learner import Learner
 from streamlearn.model import ClassMemory, PrototypeHead, Teacher
 from streamlearn.concepts import Concept
 
-__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "load_bytes", "load_newest",
+__all__ = ["EXPORT_FILE", "FORMAT", "MODEL_FILE", "READABLE_FORMATS", "Prepared", "latest_path", "load", "load_bytes", "load_newest", "version_of",
            "prepare", "save", "write"]
 
 logger = logging.getLogger(__name__)
@@ -265,6 +265,20 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
 # The name :func:`prepare` gives a checkpoint folder (the widths are minimums: a version may outgrow
 # ten digits). Only such folders are read or pruned: a user's own "ckpt-backup" is left alone.
 _CHECKPOINT_NAME = re.compile(r"ckpt-\d{10,}-\d{12,}-\d{20,}")
+
+
+def version_of(path: str | Path) -> int | None:
+    """The model version of the checkpoint at ``path`` (its folder or a file in it), from the folder's name.
+
+    >>> version_of("/data/ckpt/ckpt-0000000042-000000001000-00000000000000000001/model.safetensors")
+    42
+    >>> version_of("/data/my-model/model.safetensors") is None
+    True
+    """
+    for part in (Path(path).name, Path(path).parent.name):
+        if _CHECKPOINT_NAME.fullmatch(part):
+            return int(part.split("-")[1])
+    return None
 
 
 def _checkpoint_folders(directory: Path) -> list[Path]:

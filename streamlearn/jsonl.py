@@ -64,18 +64,27 @@ def iter_lines(
             number += 1
             consumed = len(line)
             if limit is not None and len(line) == limit and not line.endswith(b"\n"):
+                ending = _ending(line, 0)  # "\r" and "\n" at the end so far: not content if nothing follows
                 while True:  # the rest of a line too long to keep
                     rest = handle.readline(_SKIP_CHUNK)
                     consumed += len(rest)
+                    ending = _ending(rest, ending)
                     if not rest or rest.endswith(b"\n"):
                         break
-                ending = len(rest) - len(rest.rstrip(b"\r\n")) if rest else 0
-                line = LongLine(line, consumed - ending)
+                size = consumed - ending
+                # Only line endings past the limit ("...\r\r\n"): the whole content was read after all.
+                line = line.rstrip(b"\r\n") if size <= max_bytes else LongLine(line, size)
             else:
                 line = line.rstrip(b"\r\n")
             if on_bytes is not None:
                 on_bytes(consumed)
             yield number, line
+
+
+def _ending(piece: bytes, before: int) -> int:
+    """Length of the run of "\\r"/"\\n" that ends a line read so far, after ``piece`` (``before``: the run before it)."""
+    content = len(piece.rstrip(b"\r\n"))
+    return before + len(piece) if content == 0 else len(piece) - content
 
 
 def iter_batches(lines: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:

@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -53,11 +54,11 @@ def load_model(path: str | Path) -> ModelSnapshot:
 def fetch_model(base_url: str, *, newer_than: int | None = None, timeout_s: float = 10.0) -> ModelSnapshot | None:
     """The latest model of the daemon at ``base_url`` (e.g. ``http://127.0.0.1:8080``), from ``GET /v1/model/weights``.
 
-    With ``newer_than``, first asks ``GET /v1/model`` for the served version and returns None
-    unless it is above ``newer_than`` (a poll that downloads only what changed). The file is the
-    latest checkpoint's inference export, so it can be up to one checkpoint interval behind
-    what ``/v1/predict`` serves. Raises CheckpointError, with the daemon's reason, when it
-    cannot be reached or has no model to give yet.
+    With ``newer_than``, returns None unless the model it would download is newer than that
+    version: it first asks ``GET /v1/model`` for ``checkpoint_version``, so a poll downloads only
+    what changed. The file is the latest checkpoint's inference export, so it can be up to one
+    checkpoint interval behind what ``/v1/predict`` serves. Raises CheckpointError, with the
+    daemon's reason, when it cannot be reached or has no model to give yet.
     """
     from streamlearn import checkpoint  # torch: imported only when a model is loaded
 
@@ -65,13 +66,15 @@ def fetch_model(base_url: str, *, newer_than: int | None = None, timeout_s: floa
     if newer_than is not None:
         url = f"{base}/v1/model"
         try:
-            version = int(json.loads(_get(url, timeout_s))["model_version"])
-        except (ValueError, KeyError, TypeError) as exc:
+            version = json.loads(_get(url, timeout_s)).get("checkpoint_version")
+        except (ValueError, AttributeError) as exc:
             raise CheckpointError(f"cannot read the model version from {url}: {exc}") from exc
-        if version <= newer_than:
+        if isinstance(version, int) and version <= newer_than:
             return None
     url = f"{base}/v1/model/weights"
     learner, _ = checkpoint.load_bytes(_get(url, timeout_s), source=url)
+    if newer_than is not None and learner.model_version <= newer_than:
+        return None  # a daemon that does not say its checkpoint's version
     return _served(learner, url)
 
 
@@ -85,13 +88,17 @@ def _get(url: str, timeout_s: float) -> bytes:
     """The body of a GET, or CheckpointError naming the URL and the reason (the API's own ``detail`` for a 4xx)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (the user's own daemon)
+            length = response.headers.get("Content-Length")
             body = response.read(MAX_MODEL_BYTES + 1)
     except urllib.error.HTTPError as exc:
         raise CheckpointError(f"cannot fetch {url}: HTTP {exc.code}: {_detail(exc)}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # refused, timed out, not a URL
-        raise CheckpointError(f"cannot fetch {url}: {getattr(exc, 'reason', exc)}") from exc
+    # Refused, timed out, not a URL, not HTTP at all, or a reply cut short.
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot fetch {url}: {getattr(exc, 'reason', None) or exc!r}") from exc
     if len(body) > MAX_MODEL_BYTES:
         raise CheckpointError(f"cannot fetch {url}: larger than {MAX_MODEL_BYTES} bytes")
+    if length is not None and length.isdigit() and int(length) != len(body):
+        raise CheckpointError(f"cannot fetch {url}: the reply was cut short ({len(body)} of {length} bytes)")
     return body
 
 

@@ -327,8 +327,6 @@ def _decode_features(obj: dict[str, Any], n_features: int | None) -> np.ndarray:
         raise SchemaError("invalid_features", f"features must be an array of numbers, got {_json_type(values)}")
     if not values:
         raise SchemaError("invalid_features", "features must not be empty")
-    if len(values) > MAX_FEATURES:
-        raise SchemaError("too_large", f"{len(values)} features, the most a model takes is {MAX_FEATURES}")
     if n_features is None and len(values) > MAX_INFERRED_FEATURES:
         raise SchemaError("too_large", f"{len(values)} features would fix the model's dimension, more than the "
                                        f"{MAX_INFERRED_FEATURES} allowed when learner.n_features is not set: set it "

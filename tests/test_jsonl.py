@@ -27,6 +27,16 @@ def test_only_lines_well_over_the_limit_are_cut_and_they_keep_their_size(tmp_pat
         assert getattr(line, "size", len(line)) > 10
 
 
+def test_line_endings_past_the_limit_are_not_content(tmp_path: Path) -> None:
+    # The first piece read can end in "\r" (or "\r\r"): that is part of the ending, not of the record.
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"a" * 10 + b"\r\r\n" + b"b" * 11 + b"\r\n" + b"c" * 11 + b"\r")
+    lines = [raw for _, raw in iter_lines(path, max_bytes=10)]
+    assert lines[0] == b"a" * 10 and not isinstance(lines[0], LongLine)  # exactly at the limit: whole
+    assert [getattr(raw, "size", len(raw)) for raw in lines[1:]] == [11, 11]
+    assert [raw for _, raw in iter_lines(path)] == [b"a" * 10, b"b" * 11, b"c" * 11]  # as without a limit
+
+
 def test_a_huge_line_is_skipped_without_being_held(tmp_path: Path) -> None:
     # A JSON array file passed as JSONL is one line of gigabytes: it used to be read into memory whole.
     path = tmp_path / "in.jsonl"

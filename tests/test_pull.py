@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import re
 import socket
+import threading
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +81,20 @@ def test_newer_than_downloads_only_a_newer_version(learner: Learner, daemon) -> 
     assert fetch_model(url, newer_than=learner.model_version - 1).model_version == learner.model_version
 
 
+def test_newer_than_goes_by_the_checkpoints_version_not_the_live_one(learner: Learner, saved: Path, daemon,
+                                                                     data) -> None:
+    # The daemon learns on between checkpoints: /v1/model's model_version runs ahead of what /weights gives,
+    # and a poll that compared with it downloaded the same older model every time.
+    url, store = daemon
+    ahead = copy.deepcopy(learner)
+    ahead.process(data[0][200:], data[1][200:])
+    assert ahead.model_version > learner.model_version
+    store.publish(ModelState.from_learner(ahead, checkpoint_path=str(checkpoint.latest_path(saved))))
+    info = json.loads(urllib.request.urlopen(f"{url}/v1/model").read())
+    assert (info["model_version"], info["checkpoint_version"]) == (ahead.model_version, learner.model_version)
+    assert fetch_model(url, newer_than=learner.model_version) is None
+
+
 def test_a_daemon_without_a_checkpoint_gives_its_reason(learner: Learner) -> None:
     store = SnapshotStore()
     store.publish(ModelState.from_learner(learner))  # serving, but nothing written yet
@@ -99,6 +118,28 @@ def test_an_unreachable_daemon_or_a_bad_file_is_a_checkpoint_error(tmp_path: Pat
         checkpoint.load_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ", source="test bytes")
     with pytest.raises(CheckpointError, match="no checkpoint found"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "BadStatusLine"),  # not an HTTP server
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc", "cut short (3 of 100 bytes)"),
+])
+def test_a_server_that_is_not_a_daemon_or_a_reply_cut_short_is_a_checkpoint_error(reply: bytes, reason: str) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def answer() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(reply)
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        with pytest.raises(CheckpointError, match=re.escape(reason)):
+            fetch_model(f"http://127.0.0.1:{server.getsockname()[1]}", timeout_s=5)
+        thread.join(timeout=5)
 
 
 def test_a_model_refuses_rows_of_the_wrong_shape_or_non_finite_values(saved: Path) -> None:

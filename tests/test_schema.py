@@ -133,10 +133,8 @@ def test_a_free_dimension_is_bounded_and_a_configured_one_may_be_wider() -> None
         decode(row(MAX_INFERRED_FEATURES + 1), n_features=None, max_bytes=10**7)
     assert info.value.reason == "too_large" and "learner.n_features" in info.value.detail
     assert decode(row(MAX_FEATURES), n_features=MAX_FEATURES, max_bytes=10**7).features.shape == (MAX_FEATURES,)
-    for n_features in (None, MAX_FEATURES):
-        with pytest.raises(SchemaError) as info:
-            decode(row(MAX_FEATURES + 1), n_features=n_features, max_bytes=10**7)
-        assert info.value.reason == "too_large" and f"{MAX_FEATURES + 1} features" in info.value.detail
+    # A known dimension is the only check then: a model fixed wider before these bounds still takes its samples.
+    assert decode(row(MAX_FEATURES + 1), n_features=MAX_FEATURES + 1, max_bytes=10**7).features.shape[0] > MAX_FEATURES
 
 
 def test_features_are_read_only() -> None:
