@@ -371,9 +371,7 @@ def _read(path: Path) -> tuple[Learner, dict]:
     try:
         arrays = load_file(str(path))
         with open(path, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
-            header = json.loads(fh.read(header_len))
-        meta = json.loads(header["__metadata__"]["streamlearn"])
+            meta = _metadata(fh.read(int.from_bytes(fh.read(8), "little")))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path} (is it a streamlearn checkpoint?): {exc}") from exc
     return _restore(arrays, meta, str(path))
@@ -386,11 +384,15 @@ def load_bytes(data: bytes, source: str = "the model") -> tuple[Learner, dict]:
     """
     try:
         arrays = _arrays_from_bytes(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["streamlearn"])
+        meta = _metadata(data[8 : 8 + int.from_bytes(data[:8], "little")])
     except (ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(f"cannot read {source} (is it a streamlearn model?): {exc}") from exc
     return _restore(arrays, meta, source)
+
+
+def _metadata(header: bytes) -> dict:
+    """streamlearn's JSON metadata from a safetensors header (the JSON after the file's 8-byte length)."""
+    return json.loads(json.loads(header)["__metadata__"]["streamlearn"])
 
 
 def _restore(arrays: dict[str, np.ndarray], meta: dict, source: str) -> tuple[Learner, dict]:
