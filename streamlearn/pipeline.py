@@ -25,7 +25,7 @@ import numpy as np
 from streamlearn.config import Settings
 from streamlearn.errors import SchemaError
 from streamlearn.kafka.protocols import Record, Sink
-from streamlearn.kafka.sink import MAX_REQUEST_BYTES
+from streamlearn.kafka.limits import MAX_REQUEST_BYTES, TOPIC_DEFAULT_BYTES, producer_max_bytes, raw_bytes_within
 from streamlearn.metrics import Metrics
 from streamlearn.schema import PROCESSING_ERROR, DeadLetter, EmbeddingRecord, Sample, decode_sample
 
@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 
 _HEADROOM = 16_384  # Kafka's record and batch headers, under the producer's size limit
-# Base64 grows 4/3; leave room for the other dead-letter fields under the producer's size limit.
-_MAX_RAW_BYTES = (MAX_REQUEST_BYTES - _HEADROOM) * 3 // 4
 #: Largest embedding record (key and value) published; a sample whose record would be larger is dead-lettered.
 MAX_OUTPUT_BYTES = MAX_REQUEST_BYTES - _HEADROOM
 # JSON text of one embedding number is at most this long ("-1.2345678e-05" and a comma).
@@ -70,9 +68,13 @@ class BatchHandler:
     """Turns a batch of records into published embeddings (and dead letters), updating ``learner`` and metrics."""
 
     def __init__(self, settings: Settings, sink: Sink, metrics: Metrics, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, dead_letter_limit: int | None = None) -> None:
         self.embeddings_topic = settings.kafka.embeddings_topic
         self.dead_letter_topic = settings.kafka.dead_letter_topic
+        # A dead letter fits the dead-letter topic's max.message.bytes (None: not known, so the broker's
+        # default) and what the producer sends.
+        fits = min(dead_letter_limit or TOPIC_DEFAULT_BYTES, producer_max_bytes(settings.kafka.max_message_bytes))
+        self._max_raw_bytes = raw_bytes_within(fits)
         self.max_bytes = settings.kafka.max_message_bytes
         self.n_features = settings.learner.n_features
         self.chunk = settings.learner.batch_size
@@ -210,11 +212,11 @@ class BatchHandler:
             self._unsettled_s = None
 
     def _dead_letter(self, record: Record, reason: str, detail: str, model_version: int) -> None:
-        """Queue a DeadLetter for ``record`` (its original bytes, truncated only beyond the size limit)."""
+        """Queue a DeadLetter for ``record`` (its original bytes, cut only where the dead-letter topic cannot hold them)."""
         raw = record.value if record.value is not None else b""
-        if len(raw) > _MAX_RAW_BYTES:
-            detail = f"{detail} (raw truncated to its first {_MAX_RAW_BYTES} of {len(raw)} bytes)"
-            raw = raw[:_MAX_RAW_BYTES]
+        if len(raw) > self._max_raw_bytes:
+            detail = f"{detail} (raw truncated to its first {self._max_raw_bytes} of {len(raw)} bytes)"
+            raw = raw[:self._max_raw_bytes]
         letter = DeadLetter(reason, detail, record.topic, record.partition, record.offset, raw)
         key = f"{record.topic}-{record.partition}-{record.offset}".encode()
         self.sink.send(self.dead_letter_topic, key, letter.to_json())

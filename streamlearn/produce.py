@@ -25,7 +25,7 @@ from pathlib import Path
 from streamlearn.config import Settings
 from streamlearn.jsonl import iter_lines
 from streamlearn.kafka import DeliveryError, KafkaSink, ensure_topics
-from streamlearn.kafka.sink import MAX_REQUEST_BYTES
+from streamlearn.kafka.limits import MAX_REQUEST_BYTES
 
 __all__ = ["produce_main", "demo_messages", "file_messages"]
 

@@ -24,7 +24,7 @@ from typing import Any
 from streamlearn import __version__
 from streamlearn.config import KafkaSettings, Settings
 from streamlearn.control import ControlQueue
-from streamlearn.kafka import KafkaSink, KafkaSource, Source, ensure_topics
+from streamlearn.kafka import KafkaSink, KafkaSource, Source, prepare_service_topics
 from streamlearn.metrics import Metrics
 from streamlearn.pipeline import BatchHandler
 from streamlearn.snapshot_store import ModelState, SnapshotStore
@@ -46,11 +46,11 @@ class Service:
                  stop_event: threading.Event | None = None,
                  source_factory: Callable[..., Any] = KafkaSource,
                  sink_factory: Callable[..., Any] = KafkaSink,
-                 prepare_topics: Callable[[KafkaSettings], Any] = ensure_topics) -> None:
+                 prepare_topics: Callable[[KafkaSettings], int | None] = prepare_service_topics) -> None:
         self.settings = settings
         self.source_factory = source_factory  # (kafka settings, start_offsets=...) -> Source with close()
         self.sink_factory = sink_factory  # (kafka settings) -> Sink with close()
-        self.prepare_topics = prepare_topics
+        self.prepare_topics = prepare_topics  # (kafka settings) -> the dead-letter topic's message limit, or None
         self.metrics = metrics if metrics is not None else Metrics()
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self.store = SnapshotStore()
@@ -84,7 +84,7 @@ class Service:
             if restored is not None and s.learner.initial_model is not None:
                 logger.info("learner.initial_model not used: the checkpoint continues this deployment's model",
                             extra={"initial_model": str(s.learner.initial_model), "checkpoint": str(restored)})
-            self.prepare_topics(s.kafka)
+            dead_letter_limit = self.prepare_topics(s.kafka)
             self.metrics.observe_learner(self.learner, baseline=True)
             self._publish(force=True)
             self.store.set_checkpoint(None if restored is None else str(restored))  # what /v1/model/weights serves
@@ -92,7 +92,7 @@ class Service:
             stack.callback(source.close)
             sink = self.sink_factory(s.kafka)
             stack.callback(sink.close)
-            handler = BatchHandler(s, sink, self.metrics)
+            handler = BatchHandler(s, sink, self.metrics, dead_letter_limit=dead_letter_limit)
             self.checkpointer = Checkpointer(s.checkpoint, source, self.metrics, self.store)
             stack.callback(self.checkpointer.close)
             if s.fusion.every_seconds > 0:

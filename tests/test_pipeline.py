@@ -12,7 +12,7 @@ import pytest
 from .conftest import INVALID_LINES, N_FEATURES, blob_rows
 from streamlearn.config import Settings
 from streamlearn.kafka.protocols import Record
-from streamlearn.kafka.sink import MAX_REQUEST_BYTES
+from streamlearn.kafka.limits import MAX_REQUEST_BYTES, TOPIC_DEFAULT_BYTES, dead_letter_bytes, producer_max_bytes
 from streamlearn.learner import Learner
 from streamlearn.metrics import Metrics
 from streamlearn.pipeline import PROCESSING_ERROR, BatchHandler
@@ -217,6 +217,20 @@ def test_an_oversized_record_is_dead_lettered_within_the_producer_limit(settings
     assert body["reason"] == "too_large" and "truncated" in body["detail"]
     assert len(value) < MAX_REQUEST_BYTES
     assert huge.startswith(base64.b64decode(body["raw"]))
+
+
+def test_a_rejected_record_is_dead_lettered_whole_where_the_topic_can_hold_it(settings):
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": 1_000_000})})
+    raw = b"{" + b"x" * 900_000  # not JSON, under the 1,000,000-byte input limit
+    sized = dead_letter_bytes(settings.kafka.max_message_bytes)  # the dead-letter topic as the daemon creates it
+    for topic_limit, whole in ((sized, True), (None, False), (TOPIC_DEFAULT_BYTES, False), (10 * sized, True)):
+        sink = FakeSink()
+        BatchHandler(settings, sink, Metrics(), dead_letter_limit=topic_limit).handle(small_learner(), records([raw]))
+        [(_, _, value)] = sink.sent
+        body = json.loads(value)
+        assert (base64.b64decode(body["raw"]) == raw) is whole, topic_limit
+        assert ("truncated" in body["detail"]) is not whole
+        assert len(value) <= min(topic_limit or TOPIC_DEFAULT_BYTES, producer_max_bytes(settings.kafka.max_message_bytes))
 
 
 def test_event_time_drives_latency_and_the_output_ts(settings):

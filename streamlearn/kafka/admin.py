@@ -6,17 +6,20 @@ import logging
 from collections.abc import Mapping
 
 from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamlearn.config import KafkaSettings
 from streamlearn.errors import KafkaSetupError
 from streamlearn.kafka.connection import client_options
+from streamlearn.kafka.limits import TOPIC_DEFAULT_BYTES, dead_letter_bytes, raw_bytes_within
 
-__all__ = ["ensure_topics", "service_topics"]
+__all__ = ["ensure_topics", "prepare_service_topics", "service_topic_configs", "service_topics"]
 
 logger = logging.getLogger(__name__)
 
 _TOPIC_READY_TIMEOUT_MS = 15_000
+_BATCH_OVERHEAD = 16_384  # a record batch's headers and a sample's key, above the message itself
 
 
 def service_topics(settings: KafkaSettings) -> dict[str, int]:
@@ -28,6 +31,61 @@ def service_topics(settings: KafkaSettings) -> dict[str, int]:
     """
     n = settings.partitions
     return {settings.samples_topic: n, settings.embeddings_topic: n, settings.dead_letter_topic: n}
+
+
+def service_topic_configs(settings: KafkaSettings) -> dict[str, dict[str, str]]:
+    """Configs of the service's topics where the broker's defaults are too small for ``max_message_bytes``.
+
+    The dead-letter topic holds a rejected record whole (base64: 4/3 of its size), so with the
+    default ``max_message_bytes`` (1,000,000) it needs more than the broker's 1 MiB:
+
+    >>> from streamlearn.config import KafkaSettings
+    >>> service_topic_configs(KafkaSettings())
+    {'streamlearn.dead-letter': {'max.message.bytes': '1349720'}}
+    >>> service_topic_configs(KafkaSettings(max_message_bytes=5_000_000))["streamlearn.samples"]
+    {'max.message.bytes': '5016384'}
+    """
+    wanted = {settings.samples_topic: settings.max_message_bytes + _BATCH_OVERHEAD,
+              settings.dead_letter_topic: dead_letter_bytes(settings.max_message_bytes)}
+    return {topic: {"max.message.bytes": str(size)} for topic, size in wanted.items() if size > TOPIC_DEFAULT_BYTES}
+
+
+def prepare_service_topics(settings: KafkaSettings) -> int | None:
+    """Create the service's absent topics (see service_topic_configs); return the dead-letter topic's message limit.
+
+    The limit is read from the broker, since the topic may have existed with a smaller one: then a
+    warning says which records will be dead-lettered cut short, and how to keep them whole. None
+    when the broker does not say (e.g. no DescribeConfigs permission).
+    """
+    ensure_topics(settings, configs=service_topic_configs(settings))
+    topic = settings.dead_letter_topic
+    limit = _message_limit(settings, topic)
+    needed = dead_letter_bytes(settings.max_message_bytes)
+    if limit is not None and limit < needed:
+        logger.warning("the dead-letter topic cannot hold every rejected record whole", extra={
+            "topic": topic, "max_message_bytes": limit,
+            "detail": f"records over {raw_bytes_within(limit)} bytes are dead-lettered with only their first bytes "
+                      f"(their topic, partition and offset name the original); set the topic's max.message.bytes "
+                      f"to {needed} to keep records of up to kafka.max_message_bytes whole"})
+    return limit
+
+
+def _message_limit(settings: KafkaSettings, topic: str) -> int | None:
+    """The topic's ``max.message.bytes`` as the broker reports it, or None (logged) when it does not."""
+    try:
+        admin = KafkaAdminClient(**client_options(settings))
+    except (KafkaError, OSError) as exc:
+        raise KafkaSetupError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+    try:
+        reply = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})],
+                                       config_filter="all")
+        return int(reply["topic"][topic]["max.message.bytes"]["value"])
+    except (KafkaError, KeyError, TypeError, ValueError) as exc:
+        logger.warning("cannot read the topic's max.message.bytes; dead letters are sized for the broker default",
+                       extra={"topic": topic, "error": f"{exc.__class__.__name__}: {exc}"})
+        return None
+    finally:
+        admin.close()
 
 
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int] | None = None,

@@ -15,13 +15,11 @@ from kafka.errors import KafkaError
 from streamlearn.config import KafkaSettings
 from streamlearn.errors import KafkaSetupError, StreamlearnError
 from streamlearn.kafka.connection import client_options
+from streamlearn.kafka.limits import producer_max_bytes
 
-__all__ = ["KafkaSink", "DeliveryError", "MAX_REQUEST_BYTES"]
+__all__ = ["KafkaSink", "DeliveryError"]
 
 logger = logging.getLogger(__name__)
-
-#: Largest message the producer sends; matches the broker's default ``message.max.bytes`` (1 MiB).
-MAX_REQUEST_BYTES = 1_048_576
 
 
 class DeliveryError(StreamlearnError):
@@ -40,7 +38,8 @@ class KafkaSink:
                 enable_idempotence=True,  # retries cannot duplicate or reorder within a partition
                 linger_ms=linger_ms,
                 batch_size=262_144,
-                max_request_size=MAX_REQUEST_BYTES,
+                # A dead letter holds its record whole (see limits.dead_letter_bytes); embeddings stay under 1 MiB.
+                max_request_size=producer_max_bytes(settings.max_message_bytes),
                 **client_options(settings),
             )
         except (KafkaError, OSError) as exc:
