@@ -144,6 +144,7 @@ class Metrics:
         self._model_info: dict[str, str] = {}
         self._meta_seen = 0
         self._restarts_seen = 0
+        self._lag_partitions: set[str] = set()  # partitions the lag gauge has a series for
         self._drift_mark: tuple = ()
 
     def record_correct(self, correct: Iterable[bool | None]) -> None:
@@ -199,9 +200,18 @@ class Metrics:
         self._drift_mark = newest
 
     def set_consumer_lag(self, lag: Mapping[int, int]) -> None:
-        """Set the lag gauge for each partition in ``lag`` (partition number -> records behind)."""
+        """Set the lag gauge to ``lag`` (partition number -> records behind): its partitions, and only those.
+
+        A partition the consumer no longer owns (moved to another replica by a rebalance) loses its
+        series; with its last value left standing, the dashboard would count its lag twice and
+        ``StreamlearnStalled`` would page for a replica that has nothing to consume.
+        """
+        now = {str(p) for p in lag}
+        for gone in self._lag_partitions - now:
+            self.consumer_lag.remove(gone)
         for partition, value in lag.items():
             self.consumer_lag.labels(partition=str(partition)).set(value)
+        self._lag_partitions = now
 
     def observe_consumer_restarts(self, restarts: int) -> None:
         """Count the restarts up to ``restarts``, the source's running total."""

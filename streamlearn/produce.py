@@ -24,7 +24,7 @@ from pathlib import Path
 
 from streamlearn.config import Settings
 from streamlearn.jsonl import iter_lines
-from streamlearn.kafka import DeliveryError, KafkaSink, ensure_topics
+from streamlearn.kafka import DeliveryError, KafkaSink, ensure_topics, service_topic_configs
 from streamlearn.kafka.limits import MAX_REQUEST_BYTES
 
 __all__ = ["produce_main", "demo_messages", "file_messages"]
@@ -66,7 +66,8 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
     for any Kafka message: those are named in the log and skipped, and the rest are still sent.
     """
     topic = settings.kafka.samples_topic
-    ensure_topics(settings.kafka, {topic: settings.kafka.partitions})
+    # Created as the daemon would create it (room for kafka.max_message_bytes over the broker's default).
+    ensure_topics(settings.kafka, {topic: settings.kafka.partitions}, configs=service_topic_configs(settings.kafka))
     if demo:
         from streamlearn.streams.demo import DEMO_SIZE
 

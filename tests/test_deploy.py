@@ -96,3 +96,17 @@ def test_the_kubernetes_daemon_keeps_its_checkpoints_on_its_volume_and_serves_wh
     assert env["STREAMLEARN_API__HOST"] == "0.0.0.0" and port["containerPort"] == 8080  # api.port's default
     assert docs["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
     assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's user, who owns the checkpoint dir
+
+
+def test_the_kubernetes_scrape_job_keeps_the_manifest_pods_under_the_job_the_alerts_select():
+    docs = {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "k8s" / "streamlearn.yaml").read_text())}
+    template = docs["StatefulSet"]["spec"]["template"]
+    [container] = template["spec"]["containers"]
+    [job] = load("k8s/prometheus.yml")["scrape_configs"]
+    assert job["job_name"] == load("prometheus/prometheus.yml")["scrape_configs"][0]["job_name"] == "streamlearn"
+    assert 'job="streamlearn"' in (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    keep = {tuple(r["source_labels"]): r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep"}
+    pod_label = keep[("__meta_kubernetes_pod_label_app_kubernetes_io_name",)]
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == pod_label
+    port_name = keep[("__meta_kubernetes_pod_container_port_name",)]
+    assert [p["name"] for p in container["ports"]] == [port_name]

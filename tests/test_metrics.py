@@ -214,3 +214,15 @@ def test_consumer_restarts_count_what_the_source_reports_once():
     for total in (0, 2, 2, 3):
         m.observe_consumer_restarts(total)
     assert m.registry.get_sample_value("streamlearn_consumer_restarts_total") == 3
+
+
+def test_a_partition_moved_to_another_replica_loses_its_lag_series():
+    # Left standing, its last lag would page StreamlearnStalled for a replica with nothing to consume.
+    m = Metrics(CollectorRegistry())
+    m.set_consumer_lag({0: 58_729, 1: 3})
+    m.set_consumer_lag({1: 0})  # a rebalance gave partition 0 to another replica
+    lags = {s.labels["partition"]: s.value for s in families(m.registry)["streamlearn_consumer_lag"].samples}
+    assert lags == {"1": 0.0}
+    m.set_consumer_lag({0: 7, 1: 1})  # and back
+    lags = {s.labels["partition"]: s.value for s in families(m.registry)["streamlearn_consumer_lag"].samples}
+    assert lags == {"0": 7.0, "1": 1.0}

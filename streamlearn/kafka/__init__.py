@@ -1,6 +1,6 @@
 """Kafka adapters of the daemon: consumer source, producer sink, topic admin."""
 
-from streamlearn.kafka.admin import ensure_topics, prepare_service_topics, service_topics
+from streamlearn.kafka.admin import ensure_topics, prepare_service_topics, service_topic_configs, service_topics
 from streamlearn.kafka.connection import client_options, offset_key, parse_key
 from streamlearn.kafka.protocols import Record, Sink, Source
 from streamlearn.kafka.sink import DeliveryError, KafkaSink
@@ -18,5 +18,6 @@ __all__ = [
     "offset_key",
     "parse_key",
     "prepare_service_topics",
+    "service_topic_configs",
     "service_topics",
 ]
