@@ -16,10 +16,12 @@ token.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,18 @@ from streamlearn.checkpoint import EXPORT_FILE, version_of
 from streamlearn.config import Settings
 from streamlearn.snapshot_store import ModelState, SnapshotStore
 
-__all__ = ["create_app", "MAX_ROWS", "AdminHooks"]
+__all__ = ["create_app", "MAX_ROWS", "MAX_VALUES", "AdminHooks", "row_limit"]
 
 logger = logging.getLogger(__name__)
 
-#: Most rows one /v1/embed or /v1/predict request may carry.
+#: Most rows one /v1/embed or /v1/predict request may carry...
 MAX_ROWS = 10_000
+#: ...and most feature values in all (a model of 1,000 features takes 1,000 rows at a time).
+MAX_VALUES = 1_000_000
+# Requests with a body parsed at once; more wait (their bodies unread) up to _QUEUE_WAIT_S, then get 503.
+# Parsing holds the interpreter: more at once would only add memory, and delay the learner beside them.
+_PARALLEL_BODIES = 2
+_QUEUE_WAIT_S = 30.0
 
 # JSON text of one feature value, indented on a line of its own, is at most this long
 # ("      -1.2345678901234567e-05,\n"), and a row's brackets and indentation add at most
@@ -118,8 +126,9 @@ def _features(request: FeaturesRequest, n_features: int, max_rows: int) -> np.nd
     rows = request.features
     if not rows:
         raise _error(422, "features: must contain at least one row")
-    if len(rows) > max_rows:
-        raise _error(413, f"features: {len(rows)} rows, at most {max_rows} per request")
+    if len(rows) > (most := row_limit(n_features, max_rows)):
+        raise _error(413, f"features: {len(rows)} rows, at most {most} per request"
+                          + (f" ({MAX_VALUES} values of {n_features} features)" if most < max_rows else ""))
     for i, row in enumerate(rows):
         if len(row) != n_features:
             raise _error(422, f"features[{i}]: expected {n_features} values (the model's n_features), got {len(row)}")
@@ -132,45 +141,78 @@ def _features(request: FeaturesRequest, n_features: int, max_rows: int) -> np.nd
     return x
 
 
-class _BodyLimit:
-    """ASGI middleware: a request body larger than ``limit()`` bytes is answered 413 before it is read whole.
+@dataclass(frozen=True)
+class _Limits:
+    """What a request body may hold for the served model: bytes, and commas (which bound its values)."""
 
-    Parsing a body into rows costs far more memory and time than its bytes; without a limit one
-    request of many megabytes would hold up the process (and the learner beside it) before
-    the row count could be checked.
+    max_bytes: int
+    max_commas: int
+    why: str
+
+
+class _BodyLimit:
+    """ASGI middleware: a body that cannot be a valid request is answered 413 before it is parsed.
+
+    Parsing a body into rows costs far more memory and time than its bytes, and holds the
+    interpreter (the learner beside it waits): one request of 26 MB of ``0,`` took 8 s and
+    640 MB to refuse. So a body is refused by its length (``Content-Length``, or as it is read)
+    and then by its commas: a JSON request of n values has at least n / 2 - 1 of them, so
+    ``0,0,0,...`` cannot pass for a few large numbers. Only ``_PARALLEL_BODIES`` bodies are read
+    and parsed at a time; the others wait unread (503 after ``_QUEUE_WAIT_S``).
     """
 
-    def __init__(self, app: Any, limit: Callable[[], tuple[int, str]]) -> None:
+    def __init__(self, app: Any, limit: Callable[[], _Limits]) -> None:
         self.app = app
         self.limit = limit
+        self._gate: asyncio.Semaphore | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        limit, why = self.limit()
+        limit = self.limit()
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                await _refuse(send, 400, "invalid Content-Length header")
-            elif int(length) > limit:
-                await _refuse(send, 413, f"request body is {int(length)} bytes, at most {limit} ({why})")
-            else:
-                await self.app(scope, receive, send)
+        if length is not None and not length.isdigit():
+            await _refuse(send, 400, "invalid Content-Length header")
             return
-        chunks, size = [], 0  # no length given (chunked): read up to the limit, then hand the body on
+        if length is not None and int(length) > limit.max_bytes:
+            await _refuse(send, 413, f"request body is {int(length)} bytes, at most {limit.max_bytes} ({limit.why})")
+            return
+        headers = dict(scope["headers"])
+        if length in (None, b"0") and b"transfer-encoding" not in headers:  # no body (an admin action)
+            await self.app(scope, receive, send)
+            return
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(_PARALLEL_BODIES)
+        try:
+            await asyncio.wait_for(self._gate.acquire(), _QUEUE_WAIT_S)
+        except TimeoutError:
+            await _refuse(send, 503, f"busy: {_PARALLEL_BODIES} requests are being served; retry shortly",
+                          retry_after=1)
+            return
+        try:
+            await self._serve(scope, receive, send, limit)
+        finally:
+            self._gate.release()
+
+    async def _serve(self, scope: dict, receive: Callable, send: Callable, limit: _Limits) -> None:
+        chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
             size += len(message.get("body", b""))
-            if size > limit:
-                await _refuse(send, 413, f"request body is over {limit} bytes ({why})")
+            if size > limit.max_bytes:
+                await _refuse(send, 413, f"request body is over {limit.max_bytes} bytes ({limit.why})")
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         body, handed = b"".join(chunks), False
+        if (commas := body.count(b",")) > limit.max_commas:
+            await _refuse(send, 413, f"request body holds {commas} commas, so more values than a request may "
+                                     f"carry ({limit.why})")
+            return
 
         async def replay() -> dict:
             nonlocal handed
@@ -182,21 +224,56 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Callable, status: int, detail: str) -> None:
+class _HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET without the body (monitors and ``curl -I`` use it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: dict) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
+
+
+async def _refuse(send: Callable, status: int, detail: str, retry_after: int | None = None) -> None:
     body = JSONResponse(status_code=status, content={"detail": detail}).body
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def _body_limit(store: SnapshotStore, max_rows: int) -> tuple[int, str]:
-    """Largest request body a served model can need: ``max_rows`` rows of its n_features values."""
+def row_limit(n_features: int, max_rows: int = MAX_ROWS) -> int:
+    """Most rows of ``n_features`` values one request may carry: ``max_rows``, and MAX_VALUES values in all.
+
+    >>> row_limit(64), row_limit(1_000), row_limit(10**7)
+    (10000, 1000, 1)
+    """
+    return max(1, min(max_rows, MAX_VALUES // max(1, n_features)))
+
+
+def _body_limit(store: SnapshotStore, max_rows: int) -> _Limits:
+    """Largest request body a served model can need: its row limit of n_features values each."""
     state = store.current()
     n_features = None if state is None else state.n_features
     if not n_features:
-        return _BODY_SLACK * 16, "no model dimension yet"
-    return (max_rows * (n_features * _VALUE_CHARS + _ROW_CHARS) + _BODY_SLACK,
-            f"{max_rows} rows of {n_features} features at most")
+        return _Limits(_BODY_SLACK * 16, _BODY_SLACK, "no model dimension yet")
+    rows = row_limit(n_features, max_rows)
+    # A valid body of r rows of f values has r * f - 1 commas between values and rows, and a few more
+    # between its keys; any extra key of a few kilobytes is allowed for.
+    return _Limits(rows * (n_features * _VALUE_CHARS + _ROW_CHARS) + _BODY_SLACK, rows * n_features + 1_024,
+                   f"{rows} rows of {n_features} features at most")
 
 
 def _model_info(state: ModelState) -> dict[str, Any]:
@@ -228,6 +305,7 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
     token = settings.api.admin_token
     consumer_ready = ready or (lambda: True)
     app.add_middleware(_BodyLimit, limit=lambda: _body_limit(store, max_rows))
+    app.add_middleware(_HeadAsGet)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -239,13 +317,14 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
                 "detail": f"the body must be JSON sent with Content-Type: application/json (got {got})"})
         return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
 
+    # The probes are coroutines: they answer on the event loop even while every worker thread embeds.
     @app.get("/healthz", summary="The process is alive")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="A model is loaded and the consumer owns partitions",
              responses={503: {"description": "not ready, with the reason"}})
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         state = store.current()
         if state is None:
             return JSONResponse(status_code=503, content={"detail": "model not loaded"})

@@ -254,7 +254,8 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
             os.fsync(fh.fileno())
         os.replace(pointer, directory / LATEST)
         _fsync_dir(directory)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors reports its own I/O errors (EMFILE, ENOSPC) so
+        shutil.rmtree(directory / f".{name}.tmp-{os.getpid()}", ignore_errors=True)  # no half-written folder stays
         raise CheckpointError(f"cannot write checkpoint in {directory}: {exc}") from exc
     _prune(directory, keep, final)
     logger.info("checkpoint saved", extra={"path": str(final), "model_version": prepared.model_version,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.config import CheckpointSettings
-from streamlearn.errors import ConfigError
+from streamlearn.errors import CheckpointError, ConfigError
 from streamlearn.initial_model import warn_on_changed_settings
 from streamlearn.kafka.protocols import Source
 from streamlearn.metrics import Metrics
@@ -34,6 +34,8 @@ from streamlearn.snapshot_store import SnapshotStore
 __all__ = ["Checkpointer", "restore"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_RETRY_PAUSE_S = 60.0  # after a failed write, the next try comes after checkpoint.every_seconds, at most this
 
 
 def ensure_writable(directory: Path) -> None:
@@ -106,6 +108,8 @@ class Checkpointer:
         self._last_time = clock()
         self._writer: ThreadPoolExecutor | None = None
         self._in_flight: _InFlight | None = None
+        self._retry_at: float | None = None  # after a failed write, no checkpoint is due before this time
+        self.failures = 0  # failed writes in a row
 
     def note(self, n_records: int) -> None:
         """Count ``n_records`` consumed (and fully handled) since the last checkpoint."""
@@ -116,18 +120,22 @@ class Checkpointer:
         self.requested = True
 
     def due(self) -> bool:
-        """True when enough records or enough time have passed since the last checkpoint."""
+        """True when enough records or enough time have passed since the last checkpoint (or a failed one)."""
+        if self._retry_at is not None and self.clock() < self._retry_at:
+            return False
         if self.requested:
             return True
         if self.pending == 0 or self._in_flight is not None:
             return False
         return self.pending >= self.every_samples or self.clock() - self._last_time >= self.every_seconds
 
-    def checkpoint(self, learner: Any) -> Path | None:
+    def checkpoint(self, learner: Any, *, final: bool = False) -> Path | None:
         """Save ``learner`` with the source's positions, then commit them; return the model file written.
 
         Waits for a background write first. A learner that has never seen a valid sample has
         nothing to save; the offsets (of records that were all dead-lettered) are committed as is.
+        A write that fails is logged and retried later (None, nothing committed); with ``final``
+        (the checkpoint before exit) its CheckpointError is raised.
         """
         from streamlearn import checkpoint
 
@@ -136,7 +144,13 @@ class Checkpointer:
         path: Path | None = None
         if learner.n_features is not None:
             started = time.perf_counter()
-            path = checkpoint.save(self.directory, learner, extra={"offsets": offsets}, keep=self.keep)
+            try:
+                path = checkpoint.save(self.directory, learner, extra={"offsets": offsets}, keep=self.keep)
+            except CheckpointError as exc:
+                if final:
+                    raise
+                self._failed(exc, learner.model_version)
+                return None
             self._saved(path, time.perf_counter() - started)
         self._commit(offsets, path, learner.model_version)
         self.pending = 0
@@ -170,14 +184,18 @@ class Checkpointer:
     def finish(self, wait: bool = False) -> Path | None:
         """Commit the offsets of a background checkpoint that is on disk; the file written, else None.
 
-        With ``wait`` it blocks until the write ends. A failed write raises its CheckpointError
-        here, in the loop's thread, and nothing is committed.
+        With ``wait`` it blocks until the write ends. A failed write is logged, nothing is
+        committed, and a checkpoint is due again after a pause (see :meth:`_failed`).
         """
         flight = self._in_flight
         if flight is None or not (wait or flight.future.done()):
             return None
         self._in_flight = None
-        path, seconds = flight.future.result()
+        try:
+            path, seconds = flight.future.result()
+        except CheckpointError as exc:
+            self._failed(exc, flight.model_version)
+            return None
         self._saved(path, seconds)
         self._commit(flight.offsets, path, flight.model_version)
         return path
@@ -188,7 +206,23 @@ class Checkpointer:
             self._writer.shutdown(wait=True)
             self._writer = None
 
+    def _failed(self, exc: CheckpointError, model_version: int) -> None:
+        # A full disk, a volume gone read-only, no file descriptors left: the daemon goes on learning
+        # and publishing, commits nothing (a restart replays from the last checkpoint that was
+        # written), and tries again after a pause. StreamlearnCheckpointStale pages if it lasts.
+        self.failures += 1
+        pause = min(max(self.every_seconds, 1.0), _MAX_RETRY_PAUSE_S)
+        self._retry_at = self.clock() + pause
+        self.pending = max(self.pending, 1)
+        logger.error("checkpoint failed; offsets stay uncommitted, retrying", extra={
+            "error": str(exc), "model_version": model_version, "failures_in_a_row": self.failures,
+            "retry_in_s": round(pause, 1), "last_committed": self.last_offsets})
+
     def _saved(self, path: Path, seconds: float) -> None:
+        if self.failures:
+            logger.info("checkpoint written again", extra={"path": str(path), "after_failures": self.failures})
+        self.failures = 0
+        self._retry_at = None
         self.metrics.checkpoint_duration.observe(seconds)
         self.metrics.last_checkpoint_timestamp.set(time.time())
         self.store.set_checkpoint(str(path))

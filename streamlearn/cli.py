@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--model", type=Path, metavar="DIR", required=True, help="saved model or checkpoint directory")
     emb.add_argument("input", type=Path, metavar="FILE.jsonl")
     emb.add_argument("--output", type=Path, metavar="OUT.jsonl", help="write here instead of stdout")
-    emb.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N", help="samples per batch")
+    emb.add_argument("--batch-size", type=int_at_least(1, 100_000), default=256, metavar="N",
+                     help="samples per batch (at most 100,000)")
     emb.set_defaults(handler=_cmd_embed)
 
     prod = commands.add_parser("produce", parents=[common, config], help="feed the samples topic")
@@ -185,6 +186,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 _MIN_RATE = 0.001  # slower is a mistake (and a wait beyond what the clock can represent)
 
 
+_MAX_DEMO_COUNT = 10_000_000
+
+
 def _cmd_produce(args: argparse.Namespace) -> int:
     if (args.input is None) == (not args.demo):
         raise UsageError("produce: give either FILE.jsonl or --demo (exactly one)")
@@ -192,6 +196,10 @@ def _cmd_produce(args: argparse.Namespace) -> int:
         _require_file(args.input, "input file")
     if args.rate is not None and args.rate < _MIN_RATE:
         raise UsageError(f"produce: --rate {args.rate:g} is below {_MIN_RATE:g} samples/s (one every ~17 minutes)")
+    if args.demo and args.count is not None and args.count > _MAX_DEMO_COUNT:
+        # The demo stream draws its sample order up front: 10^9 samples would take ~17 GB before the first is sent.
+        raise UsageError(f"produce: --count {args.count} with --demo is over {_MAX_DEMO_COUNT:,} samples; "
+                         "for a longer run, send the demo stream again")
     settings = _settings(args)
     from streamlearn.produce import produce_main
 

@@ -167,10 +167,18 @@ class ApiSettings(_Section):
 
     @field_validator("admin_token")
     @classmethod
-    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value():
-            raise ValueError("must not be empty (leave it unset to turn admin endpoints off)")
-        return value
+    def _token_sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        # A client sends it in an HTTP header: surrounding whitespace (a Secret made from a file ending
+        # in a newline) is dropped, and what a header cannot carry is refused, never silently unusable.
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("must not be empty or blank (leave it unset to turn admin endpoints off)")
+        if not all(" " <= c <= "~" for c in token):
+            raise ValueError("must be printable ASCII (an Authorization header cannot carry control "
+                             "characters or non-ASCII letters reliably)")
+        return SecretStr(token)
 
 
 class CheckpointSettings(_Section):

@@ -201,8 +201,8 @@ class Service:
         self.control.run_pending()
         self._publish(force=True)
         self.checkpointer.finish(wait=True)
-        if self.checkpointer.pending or self.checkpointer.requested:
-            self._checkpoint()
+        if self.checkpointer.pending or self.checkpointer.requested or self.checkpointer.failures:
+            self.checkpointer.checkpoint(self.learner, final=True)
 
     def _settle_checkpoint(self) -> None:
         try:
@@ -281,4 +281,23 @@ class Service:
 def run_daemon(settings: Settings, *, count: int | None = None, timeout: float | None = None,
                stop_event: threading.Event | None = None) -> int:
     """Run the daemon with ``settings`` (``streamlearn run``); return the exit code (0 after a clean stop)."""
+    _raise_open_file_limit()
     return Service(settings, stop_event=stop_event).run(count=count, timeout=timeout)
+
+
+def _raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one: HTTP clients, Kafka sockets and checkpoints share it.
+
+    The soft limit is often 1,024 (systemd's default) while the hard one is far higher; a burst of
+    API connections would otherwise take the descriptors a checkpoint write needs.
+    """
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            logger.debug("raised the open-file limit", extra={"from": soft, "to": wanted})
+    except (OSError, ValueError) as exc:
+        logger.info("open-file limit left as it is", extra={"error": str(exc)})

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from streamlearn.api import create_app
+from streamlearn.api import MAX_ROWS, MAX_VALUES, create_app, row_limit
 from streamlearn.config import Settings
 from streamlearn.learner import Learner
 from streamlearn.metrics import Metrics
@@ -305,3 +305,28 @@ def test_a_pretty_printed_request_of_the_most_rows_is_not_refused_for_its_size(s
     body = json.dumps({"features": rows}, indent=2).encode()
     response = make_client(store).post("/v1/embed", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200 and len(response.json()["embeddings"]) == 100
+
+
+def test_many_short_values_are_refused_by_their_commas_before_they_are_parsed(client: TestClient) -> None:
+    # Within the byte limit of 100 rows of 8 features, but 40,000 values: parsing them is what costs.
+    body = b'{"features": [[' + b"0," * 40_000 + b'0]]}'
+    assert len(body) < 100 * (8 * 40 + 32) + 65_536
+    response = client.post("/v1/embed", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert "commas" in response.json()["detail"] and "100 rows of 8 features" in response.json()["detail"]
+    # A valid request at the row limit, written as compactly as it can be, still passes.
+    full = json.dumps({"features": [[0] * 8] * 100}, separators=(",", ":")).encode()
+    ok = client.post("/v1/embed", content=full, headers={"content-type": "application/json"})
+    assert ok.status_code == 200 and len(ok.json()["embeddings"]) == 100
+
+
+def test_a_wide_model_takes_fewer_rows_per_request():
+    assert row_limit(8) == MAX_ROWS and row_limit(MAX_VALUES // 10) == 10 and row_limit(10 * MAX_VALUES) == 1
+
+
+def test_head_answers_like_get_without_a_body(client: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/v1/model", "/v1/drift", "/metrics"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
+    assert client.head("/v1/model/weights").status_code == 404  # as GET: no checkpoint in this store

@@ -197,6 +197,9 @@ def test_saved_model_embeds_like_the_learner(stream_lines: list[str], write_json
         ["produce", "--demo", "--rate", "0"],
         ["produce", "--demo", "--rate", "1e-300"],  # a wait no clock can represent
         ["produce", "--demo", "--count", "0"],
+        ["produce", "--demo", "--count", "500000000"],  # drawn up front, it took 8.4 GB before sending one
+        ["produce", "--demo", "--count", "99999999999999999999999999"],  # was exit 1 from numpy
+        ["embed", "--model", "m", "x.jsonl", "--batch-size", "100000000"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

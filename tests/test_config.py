@@ -120,6 +120,10 @@ def test_invalid_yaml_values_name_the_field(tmp_path: Path, yaml_text: str, fiel
         ("STREAMLEARN_API__PORT", "99999", "api.port"),
         ("STREAMLEARN_KAFKA__PARTITIONS", "0", "kafka.partitions"),
         ("STREAMLEARN_API__ADMIN_TOKEN", "", "api.admin_token"),
+        # No client could send these in its Authorization header: admin would be silently unusable.
+        ("STREAMLEARN_API__ADMIN_TOKEN", "   ", "api.admin_token"),
+        ("STREAMLEARN_API__ADMIN_TOKEN", "caf\u00e9-token", "api.admin_token"),
+        ("STREAMLEARN_API__ADMIN_TOKEN", "abc\ndef", "api.admin_token"),
         # Each of these used to pass validation and fail later with exit 1 and a library's message.
         ("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", ",", "kafka.bootstrap_servers"),
         ("STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS", "broker:99999", "kafka.bootstrap_servers"),
@@ -158,7 +162,7 @@ def test_a_reason_from_our_own_validators_reads_as_written(monkeypatch: pytest.M
     monkeypatch.setenv("STREAMLEARN_API__ADMIN_TOKEN", "")
     with pytest.raises(ConfigError) as info:
         load_settings()
-    assert info.value.reason == "must not be empty (leave it unset to turn admin endpoints off)"  # no "Value error, "
+    assert info.value.reason == "must not be empty or blank (leave it unset to turn admin endpoints off)"  # no "Value error, "
 
 
 @pytest.mark.parametrize("servers", ["127.0.0.1:9092", "a.example:9092,b.example:9093", "kafka", "[::1]:9092",
@@ -228,3 +232,9 @@ def test_cli_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.yaml" in err and "does not exist" in err
+
+
+def test_an_admin_token_read_from_a_file_loses_its_trailing_newline(monkeypatch):
+    # kubectl create secret --from-file keeps the file's last newline; a header never carries it.
+    monkeypatch.setenv("STREAMLEARN_API__ADMIN_TOKEN", "s3cret-token\n")
+    assert load_settings(None).api.admin_token.get_secret_value() == "s3cret-token"

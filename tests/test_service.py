@@ -10,7 +10,7 @@ import pytest
 
 from streamlearn import __version__, checkpoint
 from streamlearn.config import Settings
-from streamlearn.errors import ConfigError
+from streamlearn.errors import CheckpointError, ConfigError
 from streamlearn.kafka.connection import offset_key
 from streamlearn.kafka.protocols import Record
 from streamlearn.kafka.sink import DeliveryError
@@ -224,3 +224,75 @@ def test_an_unusable_initial_model_stops_the_start_before_the_broker_is_touched(
     with pytest.raises(ConfigError, match="learner.initial_model: .*no-model does not exist"):
         daemon.run(count=10, timeout=30)
     assert touched == []
+
+
+class DiskTrouble(MemorySink):
+    """A sink that, at given flushes, puts a plain file where the checkpoint folder was and later moves it back.
+
+    A real write failure (mkdir of the folder fails), not a mock; a full disk cannot be arranged here.
+    ``broken_at`` is the source's position when it broke; ``commits_at`` the number of commits then and
+    when it was mended.
+    """
+
+    def __init__(self, directory, broken_from: int, broken_until: int | None) -> None:
+        super().__init__()
+        self.directory, self.broken_from, self.broken_until = directory, broken_from, broken_until
+        self.broken_at: int | None = None
+        self.commits_at: list[int] = []
+
+    def flush(self):
+        super().flush()
+        source = MemorySource.instances[-1]
+        aside = self.directory.with_name("ckpt-aside")
+        if self.flushes == self.broken_from:
+            self.directory.rename(aside)
+            self.directory.write_text("not a folder")
+            self.broken_at, self.commits_at = source.position, [len(source.committed)]
+        elif self.flushes == self.broken_until:
+            self.commits_at.append(len(source.committed))
+            self.directory.unlink()
+            aside.rename(self.directory)
+
+
+def _checkpoint_often(settings):
+    return settings.model_copy(update={"checkpoint": settings.checkpoint.model_copy(
+        update={"every_samples": 40, "every_seconds": 0.05})})
+
+
+def test_a_failed_checkpoint_write_is_retried_and_commits_nothing_meanwhile(settings, caplog):
+    settings = _checkpoint_often(settings)
+    sink = DiskTrouble(settings.checkpoint.dir, 3, 10)
+    with caplog.at_level("ERROR", logger="streamlearn.checkpointer"):
+        assert service(settings, lines(600), sink).run(count=600, timeout=120) == 0
+    assert [r for r in caplog.records if r.getMessage().startswith("checkpoint failed")]
+    source = MemorySource.instances[-1]
+    before, after = sink.commits_at
+    # While broken, only a checkpoint captured (and written) before the break may have been committed.
+    assert all(c[offset_key(TOPIC, 0)] <= sink.broken_at for c in source.committed[before:after])
+    assert source.committed[-1] == {offset_key(TOPIC, 0): 600}  # written again, and the final one too
+    assert checkpoint.load(settings.checkpoint.dir)[1]["offsets"] == source.committed[-1]
+    assert sink.ids("mem.emb") == [f"m{i}" for i in range(600) if i % 25 != 24]  # it kept publishing
+
+
+def test_a_final_checkpoint_that_cannot_be_written_fails_the_run_without_committing(settings):
+    settings = _checkpoint_often(settings)
+    sink = DiskTrouble(settings.checkpoint.dir, 3, None)
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
+        service(settings, lines(300), sink).run(count=300, timeout=120)
+    [before] = sink.commits_at
+    assert all(c[offset_key(TOPIC, 0)] <= sink.broken_at for c in MemorySource.instances[-1].committed[before:])
+
+
+def test_the_daemon_lifts_its_soft_open_file_limit_to_the_hard_one():
+    import resource
+    import subprocess
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit here ({hard}) leaves nothing to lift")
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit("
+            "resource.RLIMIT_NOFILE)[1])); from streamlearn.service import _raise_open_file_limit; "
+            "_raise_open_file_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert int(done.stdout) > 256
