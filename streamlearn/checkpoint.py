@@ -288,6 +288,33 @@ def _checkpoint_folders(directory: Path) -> list[Path]:
     return sorted(folders, key=lambda p: (int(p.name.rsplit("-", 1)[-1]), p.name))
 
 
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Delete the temporary folders of writes that never finished (a process killed mid-write); their names.
+
+    Called before this process writes: a temporary folder of this process id (a container's daemon
+    is often pid 1 on every start) or of a process that no longer runs is left over. One of a
+    running process is another daemon's write in progress, and stays.
+    """
+    removed = []
+    for tmp in Path(directory).glob(".ckpt-*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and _running(int(pid))):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp.name)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def _prune(directory: Path, keep: int, newest: Path) -> None:
     """Delete all but the ``keep`` most recently written checkpoints; never ``newest``, the one just written.
 
@@ -397,8 +424,14 @@ def _metadata(header: bytes) -> dict:
 
 
 def _restore(arrays: dict[str, np.ndarray], meta: dict, source: str) -> tuple[Learner, dict]:
+    # A model whose weights are not finite would serve null embeddings and dead-letter what it is fed.
+    broken = [k for k, v in arrays.items()
+              if k.startswith("encoder.") and v.dtype.kind == "f" and not np.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"cannot restore a model from checkpoint {source}: non-finite weights in {broken[0]}")
     try:
         learner = from_state(arrays, meta)
-    except (KeyError, ValueError, RuntimeError) as exc:  # readable, but not what this version writes
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:  # readable, but not what this version writes
+        # (TypeError: hyperparameters this version does not know, e.g. after a downgrade)
         raise CheckpointError(f"cannot restore a model from checkpoint {source}: {exc.__class__.__name__}: {exc}") from exc
     return learner, meta.get("extra", {})

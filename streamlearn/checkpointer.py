@@ -68,6 +68,8 @@ def restore(settings: CheckpointSettings, fresh: Callable[[], Any],
     """
     from streamlearn import checkpoint  # heavy (torch); imported when the daemon starts
 
+    if Path(settings.dir).is_dir() and (stale := checkpoint.remove_stale_temporaries(Path(settings.dir))):
+        logger.info("removed unfinished checkpoint writes", extra={"dir": str(settings.dir), "folders": stale})
     if checkpoint.latest_path(Path(settings.dir)) is None:
         logger.info("no checkpoint found; starting a new model (fresh, or learner.initial_model)",
                     extra={"dir": str(settings.dir)})

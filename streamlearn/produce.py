@@ -79,7 +79,8 @@ def produce_main(settings: Settings, path: Path | None, demo: bool, rate: float 
         raise ValueError("produce_main needs a path or demo=True")
     sent, too_large, started = 0, 0, time.monotonic()
     unconfirmed = ""
-    with _stop_signals() as stop, KafkaSink(settings.kafka) as sink, _progress(total, what) as advance:
+    with _stop_signals() as stop, KafkaSink(settings.kafka, stop=lambda: bool(stop)) as sink, \
+            _progress(total, what) as advance:
         for key, value in messages:
             size = getattr(value, "size", len(value)) + len(key or b"")  # a LongLine: the whole line's size
             if size > _LARGEST_MESSAGE:

@@ -49,7 +49,7 @@ class Service:
                  prepare_topics: Callable[[KafkaSettings], int | None] = prepare_service_topics) -> None:
         self.settings = settings
         self.source_factory = source_factory  # (kafka settings, start_offsets=...) -> Source with close()
-        self.sink_factory = sink_factory  # (kafka settings) -> Sink with close()
+        self.sink_factory = sink_factory  # (kafka settings, stop=callable) -> Sink with close()
         self.prepare_topics = prepare_topics  # (kafka settings) -> the dead-letter topic's message limit, or None
         self.metrics = metrics if metrics is not None else Metrics()
         self.stop_event = stop_event if stop_event is not None else threading.Event()
@@ -81,6 +81,12 @@ class Service:
             # The model before the topics: an unusable learner.initial_model stops the start (exit 2)
             # before anything is created on the broker.
             self.learner, extra, restored = restore(s.checkpoint, lambda: start_learner(s.learner), s.learner)
+            offsets = extra.get("offsets") or {}
+            if offsets and not any(key.rsplit(":", 1)[0] == s.kafka.samples_topic for key in offsets):
+                logger.warning("the checkpoint was written by a daemon of other topics; its offsets are not used "
+                               "(is checkpoint.dir shared with another deployment?)",
+                               extra={"checkpoint": str(restored), "offsets_of": sorted(offsets),
+                                      "samples_topic": s.kafka.samples_topic})
             if restored is not None and s.learner.initial_model is not None:
                 logger.info("learner.initial_model not used: the checkpoint continues this deployment's model",
                             extra={"initial_model": str(s.learner.initial_model), "checkpoint": str(restored)})
@@ -90,7 +96,7 @@ class Service:
             self.store.set_checkpoint(None if restored is None else str(restored))  # what /v1/model/weights serves
             source = self.source_factory(s.kafka, start_offsets=extra.get("offsets"))
             stack.callback(source.close)
-            sink = self.sink_factory(s.kafka)
+            sink = self.sink_factory(s.kafka, stop=self.stop_event.is_set)
             stack.callback(sink.close)
             handler = BatchHandler(s, sink, self.metrics, dead_letter_limit=dead_letter_limit)
             self.checkpointer = Checkpointer(s.checkpoint, source, self.metrics, self.store)

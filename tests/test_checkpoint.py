@@ -288,3 +288,57 @@ def test_a_checkpoint_of_an_unknown_format_is_refused_with_a_reason(trained):
     arrays, meta = checkpoint.to_state(trained)
     with pytest.raises(CheckpointError, match="unsupported checkpoint format 'streamlearn/9'"):
         checkpoint.from_state(arrays, dict(meta, format="streamlearn/9"))
+
+
+def _rewrite(path, change_arrays=None, change_meta=None) -> None:
+    """Write ``path`` again with its arrays and streamlearn metadata changed (as another version might write it)."""
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(path))
+    with open(path, "rb") as fh:
+        meta = checkpoint._metadata(fh.read(int.from_bytes(fh.read(8), "little")))
+    if change_arrays:
+        change_arrays(arrays)
+    if change_meta:
+        change_meta(meta)
+    save_file(arrays, str(path), metadata={"streamlearn": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("damage", ["unknown hyperparameter", "non-finite weights"])
+def test_a_newest_checkpoint_this_version_cannot_use_gives_way_to_an_older_one(tmp_path, trained, caplog, damage):
+    # An unknown hyperparameter (a newer version wrote it, then the deployment was rolled back) stopped the
+    # start with "unexpected TypeError"; NaN weights were restored and served null embeddings.
+    for i in range(2):
+        run(trained, *blobs(64, seed=10 + i))
+        checkpoint.save(tmp_path, trained, extra={"offsets": {"t:0": 64 * (i + 1)}}, keep=3)
+    if damage == "unknown hyperparameter":
+        _rewrite(checkpoint.latest_path(tmp_path), change_meta=lambda m: m["hyperparameters"].update(bogus_param=1))
+    else:
+        _rewrite(checkpoint.latest_path(tmp_path),
+                 change_arrays=lambda a: a["encoder.net.0.bias"].__setitem__(0, np.nan))
+    with caplog.at_level("WARNING", logger="streamlearn.checkpoint"):
+        learner, extra = checkpoint.load(tmp_path)
+    assert extra["offsets"] == {"t:0": 64}  # the older one: its records since are learned again
+    assert np.isfinite(learner.embed(blobs(8, seed=3)[0])).all()
+    assert any("newest checkpoint cannot be read" in r.getMessage() for r in caplog.records)
+
+
+def test_unfinished_writes_of_dead_processes_are_removed_and_a_running_ones_kept(tmp_path, trained):
+    import os
+    import subprocess
+
+    checkpoint.save(tmp_path, trained)
+    gone = tmp_path / ".ckpt-0000000001-000000000001-00000000000000000001.tmp-999999999"  # above any pid_max
+    mine = tmp_path / f".ckpt-0000000002-000000000001-00000000000000000002.tmp-{os.getpid()}"
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        theirs = tmp_path / f".ckpt-0000000003-000000000001-00000000000000000003.tmp-{running.pid}"
+        for folder in (gone, mine, theirs):
+            folder.mkdir()
+            (folder / checkpoint.MODEL_FILE).write_bytes(b"half")
+        assert sorted(checkpoint.remove_stale_temporaries(tmp_path)) == sorted([gone.name, mine.name])
+        assert theirs.is_dir() and not gone.exists() and not mine.exists()
+        assert checkpoint.latest_path(tmp_path) is not None  # finished checkpoints are untouched
+    finally:
+        running.kill()
+        running.wait()

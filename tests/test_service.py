@@ -104,7 +104,7 @@ def lines(n: int, bad_every: int = 25) -> list[bytes]:
 
 def service(settings, data, sink, **kwargs) -> Service:
     return Service(settings, source_factory=lambda k, start_offsets=None: MemorySource(data, k, start_offsets),
-                   sink_factory=lambda k: sink, prepare_topics=lambda k: None, **kwargs)
+                   sink_factory=lambda k, **kw: sink, prepare_topics=lambda k: None, **kwargs)
 
 
 def test_count_bounds_the_run_and_the_final_checkpoint_is_committed(settings):
@@ -220,7 +220,7 @@ def test_an_unusable_initial_model_stops_the_start_before_the_broker_is_touched(
     bad = settings.model_copy(update={"learner": settings.learner.model_copy(
         update={"initial_model": tmp_path / "no-model"})})
     daemon = Service(bad, source_factory=lambda k, start_offsets=None: touched.append("source"),
-                     sink_factory=lambda k: touched.append("sink"), prepare_topics=lambda k: touched.append("topics"))
+                     sink_factory=lambda k, **kw: touched.append("sink"), prepare_topics=lambda k: touched.append("topics"))
     with pytest.raises(ConfigError, match="learner.initial_model: .*no-model does not exist"):
         daemon.run(count=10, timeout=30)
     assert touched == []
@@ -296,3 +296,13 @@ def test_the_daemon_lifts_its_soft_open_file_limit_to_the_hard_one():
             "_raise_open_file_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert int(done.stdout) > 256
+
+
+def test_a_checkpoint_of_other_topics_is_named_in_a_warning(settings, caplog):
+    # A checkpoint.dir shared by mistake with another deployment: its offsets cannot be this daemon's.
+    assert service(settings, lines(60), MemorySink()).run(count=60, timeout=60) == 0
+    other = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"samples_topic": "other.samples"})})
+    with caplog.at_level("WARNING", logger="streamlearn.service"):
+        assert service(other, lines(10), MemorySink()).run(count=1, timeout=60) == 0
+    [warning] = [r for r in caplog.records if "written by a daemon of other topics" in r.getMessage()]
+    assert warning.offsets_of == [offset_key(TOPIC, 0)] and warning.samples_topic == "other.samples"

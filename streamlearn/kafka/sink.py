@@ -8,9 +8,11 @@ the service never commits offsets past an output that was lost.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from streamlearn.config import KafkaSettings
 from streamlearn.errors import KafkaSetupError, StreamlearnError
@@ -22,6 +24,15 @@ __all__ = ["KafkaSink", "DeliveryError"]
 logger = logging.getLogger(__name__)
 
 
+# kafka-python gives up on a message after its delivery timeout (120 s); a flush waits that long and a
+# little more. Without a bound, a flush could wait for good: after a broker outage of a minute or two,
+# kafka-python 3.0.12's idempotent producer can sit waiting for a producer id it never asks for again.
+_DELIVERY_TIMEOUT_S = 120.0
+FLUSH_LIMIT_S = _DELIVERY_TIMEOUT_S + 15.0
+_FLUSH_SLICE_S = 0.5  # how soon a flush notices a stop request
+_STOP_GRACE_S = 10.0  # after a stop request, a flush waits this much longer at most
+
+
 class DeliveryError(StreamlearnError):
     """A message could not be delivered to Kafka even after the producer's retries."""
 
@@ -29,8 +40,10 @@ class DeliveryError(StreamlearnError):
 class KafkaSink:
     """Kafka producer for the output topics; ``send`` queues, ``flush`` waits for acknowledgement."""
 
-    def __init__(self, settings: KafkaSettings, *, linger_ms: int = 5) -> None:
+    def __init__(self, settings: KafkaSettings, *, linger_ms: int = 5,
+                 stop: Callable[[], bool] | None = None) -> None:
         self.settings = settings
+        self._stop = stop  # true once the process was asked to stop: flushes then give up sooner
         self._pending: list = []
         try:
             self._producer = KafkaProducer(
@@ -40,6 +53,7 @@ class KafkaSink:
                 batch_size=262_144,
                 # A dead letter holds its record whole (see limits.dead_letter_bytes); embeddings stay under 1 MiB.
                 max_request_size=producer_max_bytes(settings.max_message_bytes),
+                delivery_timeout_ms=int(_DELIVERY_TIMEOUT_S * 1000),
                 **client_options(settings),
             )
         except (KafkaError, OSError) as exc:
@@ -55,17 +69,33 @@ class KafkaSink:
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued message is acknowledged; raise DeliveryError naming the first failure.
 
-        With ``timeout_s``, give up after that long: DeliveryError says how many messages the broker
-        had not confirmed by then (they may still arrive, or not).
+        Gives up after ``timeout_s`` (default FLUSH_LIMIT_S, past the producer's own delivery
+        timeout), or 10 s after ``stop`` turned true: DeliveryError then says how many messages the
+        broker had not confirmed (they may still arrive, or not).
         """
         pending, self._pending = self._pending, []
         if not pending:
             return
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            unconfirmed = sum(1 for f in pending if not f.is_done)
-            raise DeliveryError(f"flush of {len(pending)} messages failed ({unconfirmed} not confirmed): {exc}") from exc
+        started = time.monotonic()
+        deadline = started + (FLUSH_LIMIT_S if timeout_s is None else timeout_s)
+        stopping = False
+        while True:
+            try:
+                self._producer.flush(timeout=max(0.0, min(_FLUSH_SLICE_S, deadline - time.monotonic())))
+                break
+            except KafkaTimeoutError as exc:
+                now = time.monotonic()
+                if not stopping and self._stop is not None and self._stop():
+                    stopping, deadline = True, min(deadline, now + _STOP_GRACE_S)
+                if now >= deadline:
+                    unconfirmed = sum(1 for f in pending if not f.is_done)
+                    why = " after the stop request" if stopping else ""
+                    raise DeliveryError(f"the broker confirmed {len(pending) - unconfirmed} of {len(pending)} "
+                                        f"messages within {now - started:.0f}s{why}") from exc
+            except KafkaError as exc:
+                unconfirmed = sum(1 for f in pending if not f.is_done)
+                raise DeliveryError(f"flush of {len(pending)} messages failed ({unconfirmed} not confirmed): "
+                                    f"{exc}") from exc
         failed = [f for f in pending if f.exception is not None or not f.is_done]
         if failed:
             first = failed[0].exception

@@ -43,6 +43,7 @@ _END_OFFSETS_TIMEOUT_MS = 500
 _QUIET_S = 5.0  # no record for this long: lag() asks the broker for the end offsets (see lag)
 _COMMITTED_TIMEOUT_MS = 5_000
 _SESSION_TIMEOUT_MS = 10_000
+_METADATA_MAX_AGE_MS = 30_000
 _FOLLOW_UP_MS = 10  # longest wait for the fetch kafka-python sends as a poll returns (see poll)
 _METADATA_WAIT_S = 30.0  # longest wait for a just-created samples topic to appear in the cluster metadata
 _STALL_S = 30.0  # no record for this long while records wait past the consumer's position: restart it
@@ -95,6 +96,8 @@ class KafkaSource:
             # A crashed replica's partitions move to the others (or to its restart) within ~10 s.
             session_timeout_ms=_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=_SESSION_TIMEOUT_MS // 3,
+            # Partitions added to the samples topic are seen (and assigned) within 30 s, not kafka-python's 5 min.
+            metadata_max_age_ms=_METADATA_MAX_AGE_MS,
             **client_options(settings),
         )
         try:

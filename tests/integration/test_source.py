@@ -310,3 +310,33 @@ def test_a_group_join_interrupted_by_a_short_poll_is_finished(kafka: KafkaSettin
         assert source.restarts == 0
     finally:
         source.close()
+
+
+def test_partitions_added_to_the_samples_topic_are_read_within_a_minute(kafka: KafkaSettings) -> None:
+    """kafka-python refreshes its metadata every 5 minutes by default: records on a new partition waited
+    that long, with no lag reported for them."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    source = KafkaSource(kafka)
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", max_block_ms=10_000,
+                             metadata_max_age_ms=500)  # the test's producer sees the new partition at once
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while len(source.lag()) < 2 and time.monotonic() < deadline:  # both partitions assigned and fetched
+            source.poll()
+        admin.create_partitions({kafka.samples_topic: NewPartitions(total_count=3)})
+        deadline = time.monotonic() + WAIT_S
+        while len(producer.partitions_for(kafka.samples_topic)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        producer.send(kafka.samples_topic, value=b"on the new partition", partition=2).get(timeout=WAIT_S)
+        added = time.monotonic()
+        read = []
+        while not read and time.monotonic() < added + WAIT_S:
+            read = [r for r in source.poll() if r.partition == 2]
+        assert [r.value for r in read] == [b"on the new partition"], "not read within a minute"
+    finally:
+        admin.close()
+        producer.close()
+        source.close()
