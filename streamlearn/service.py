@@ -37,6 +37,7 @@ _PUBLISH_EVERY_S = 0.5  # newest snapshot for the API at least this often (and o
 _LAG_EVERY_S = 1.0
 _PROGRESS_EVERY_S = 60.0
 _ADMIN_TIMEOUT_S = 30.0
+_OUTAGE_AFTER_S = 10.0  # the broker unanswered this long: a warning (kafka-python itself only logs retries)
 
 
 class Service:
@@ -64,6 +65,7 @@ class Service:
         self._published_at = 0.0
         self._unpublished = False  # learned since the last snapshot handed to the API
         self._gc_frozen = False
+        self._outage_since: float | None = None  # when the broker stopped answering, once reported
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint, commit and return (safe from any thread)."""
@@ -168,6 +170,7 @@ class Service:
             if now >= next_lag:
                 self.metrics.set_consumer_lag(source.lag())
                 self.metrics.observe_consumer_restarts(source.restarts)
+                self._report_outage(source.unanswered_for())
                 next_lag = now + _LAG_EVERY_S
             if now >= next_progress:
                 logger.info("progress", extra={"consumed": self.consumed, "model_version": self.learner.model_version,
@@ -201,6 +204,17 @@ class Service:
         if self.learner.model_version != version:
             self.metrics.observe_learner(self.learner)
             self._publish(force=True)
+
+    def _report_outage(self, unanswered_s: float) -> None:
+        """One warning when the broker stops answering, one line when it answers again (kafka-python only retries)."""
+        if unanswered_s >= _OUTAGE_AFTER_S and self._outage_since is None:
+            self._outage_since = time.monotonic() - unanswered_s
+            logger.warning("Kafka does not answer; consuming and publishing wait for it (nothing is lost)",
+                           extra={"bootstrap_servers": self.settings.kafka.bootstrap_servers,
+                                  "seconds": round(unanswered_s)})
+        elif unanswered_s == 0.0 and self._outage_since is not None:
+            logger.info("Kafka answers again", extra={"after_s": round(time.monotonic() - self._outage_since)})
+            self._outage_since = None
 
     def _shutdown(self) -> None:
         """Final checkpoint and commit, so a restart resumes exactly here."""

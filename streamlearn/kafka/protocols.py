@@ -42,6 +42,9 @@ class Source(Protocol):
     def lag(self) -> dict[int, int]:
         """Records behind the end of each owned partition (partition -> count), where known."""
 
+    def unanswered_for(self) -> float:
+        """Seconds the broker has not answered the source's requests (0 while it answers)."""
+
     @property
     def restarts(self) -> int:
         """How many times the source replaced its consumer because it had stalled (0 if it cannot)."""

@@ -73,6 +73,7 @@ class KafkaSource:
         self._stall_after_s = _STALL_S
         self._stall_checked_at = self._returned_at
         self.restarts = 0  # consumers replaced because they had stalled
+        self._unanswered_since: float | None = None  # the broker's first unanswered end-offsets request
         for key, offset in (start_offsets or {}).items():
             topic, partition = parse_key(key)
             if topic == self.topic:
@@ -371,14 +372,26 @@ class KafkaSource:
         quiet = time.monotonic() - self._records_at >= _QUIET_S
         return {tp.partition: n for tp, n in self._lag(from_broker=quiet).items()}
 
+    def unanswered_for(self) -> float:
+        """Seconds the broker has not answered the lag's end-offset requests (0 while it answers, or records come).
+
+        Asked only after ``_QUIET_S`` without a record, so a broker that is down shows here
+        within seconds, while kafka-python only logs its reconnection attempts.
+        """
+        if self._unanswered_since is None or self._records_at > self._unanswered_since:
+            return 0.0
+        return time.monotonic() - self._unanswered_since
+
     def _lag(self, *, from_broker: bool) -> dict[TopicPartition, int]:
         owned = list(self._consumer.assignment())
         ends = {}
         if owned and from_broker:
             try:
                 ends = self._consumer.end_offsets(owned, timeout_ms=_END_OFFSETS_TIMEOUT_MS)
+                self._unanswered_since = None
             except KafkaError:
-                pass
+                if self._unanswered_since is None:
+                    self._unanswered_since = time.monotonic()
         lag: dict[TopicPartition, int] = {}
         for tp in owned:
             high = ends.get(tp)
