@@ -50,7 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamlearn.config import KafkaSettings
 from streamlearn.kafka import client_options, ensure_topics
-from streamlearn.kafka.sink import MAX_REQUEST_BYTES
+from streamlearn.kafka.limits import MAX_REQUEST_BYTES
 
 __all__ = ["main"]
 
