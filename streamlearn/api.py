@@ -156,8 +156,8 @@ class _BodyLimit:
     Parsing a body into rows costs far more memory and time than its bytes, and holds the
     interpreter (the learner beside it waits): one request of 26 MB of ``0,`` took 8 s and
     640 MB to refuse. So a body is refused by its length (``Content-Length``, or as it is read)
-    and then by its commas: a JSON request of n values has at least n / 2 - 1 of them, so
-    ``0,0,0,...`` cannot pass for a few large numbers. Only ``_PARALLEL_BODIES`` bodies are read
+    and then by its commas: JSON rows of n values in all hold at least n - 1 of them, so
+    ``0,0,0,...`` cannot pass for a few long numbers. Only ``_PARALLEL_BODIES`` bodies are read
     and parsed at a time; the others wait unread (503 after ``_QUEUE_WAIT_S``).
     """
 
@@ -171,14 +171,14 @@ class _BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit()
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and not length.isdigit():
             await _refuse(send, 400, "invalid Content-Length header")
             return
         if length is not None and int(length) > limit.max_bytes:
             await _refuse(send, 413, f"request body is {int(length)} bytes, at most {limit.max_bytes} ({limit.why})")
             return
-        headers = dict(scope["headers"])
         if length in (None, b"0") and b"transfer-encoding" not in headers:  # no body (an admin action)
             await self.app(scope, receive, send)
             return
