@@ -232,9 +232,9 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
     directory = Path(directory)
     started = time.perf_counter()
     name, arrays, meta = prepared.name, prepared.arrays, prepared.meta
+    tmp = directory / f".{name}.tmp-{os.getpid()}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         # Never a raw input: the standardiser's latest rows stay out too.
@@ -255,7 +255,7 @@ def write(directory: Path, prepared: Prepared, keep: int = 3) -> Path:
         os.replace(pointer, directory / LATEST)
         _fsync_dir(directory)
     except (OSError, SafetensorError) as exc:  # safetensors reports its own I/O errors (EMFILE, ENOSPC) so
-        shutil.rmtree(directory / f".{name}.tmp-{os.getpid()}", ignore_errors=True)  # no half-written folder stays
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder stays
         raise CheckpointError(f"cannot write checkpoint in {directory}: {exc}") from exc
     _prune(directory, keep, final)
     logger.info("checkpoint saved", extra={"path": str(final), "model_version": prepared.model_version,

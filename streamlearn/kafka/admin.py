@@ -70,12 +70,16 @@ def prepare_service_topics(settings: KafkaSettings) -> int | None:
     return limit
 
 
-def _message_limit(settings: KafkaSettings, topic: str) -> int | None:
-    """The topic's ``max.message.bytes`` as the broker reports it, or None (logged) when it does not."""
+def _admin_client(settings: KafkaSettings) -> KafkaAdminClient:
     try:
-        admin = KafkaAdminClient(**client_options(settings))
+        return KafkaAdminClient(**client_options(settings))
     except (KafkaError, OSError) as exc:
         raise KafkaSetupError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+
+
+def _message_limit(settings: KafkaSettings, topic: str) -> int | None:
+    """The topic's ``max.message.bytes`` as the broker reports it, or None (logged) when it does not."""
+    admin = _admin_client(settings)
     try:
         reply = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})],
                                        config_filter="all")
@@ -98,10 +102,7 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int] | None = No
     broker cannot be reached or refuses.
     """
     wanted = dict(service_topics(settings) if topics is None else topics)
-    try:
-        admin = KafkaAdminClient(**client_options(settings))
-    except (KafkaError, OSError) as exc:
-        raise KafkaSetupError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+    admin = _admin_client(settings)
     try:
         existing = set(admin.list_topics())
         missing = {name: n for name, n in wanted.items() if name not in existing}
