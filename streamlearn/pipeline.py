@@ -25,7 +25,13 @@ import numpy as np
 from streamlearn.config import Settings
 from streamlearn.errors import SchemaError
 from streamlearn.kafka.protocols import Record, Sink
-from streamlearn.kafka.limits import MAX_REQUEST_BYTES, TOPIC_DEFAULT_BYTES, producer_max_bytes, raw_bytes_within
+from streamlearn.kafka.limits import (
+    HEADROOM,
+    MAX_REQUEST_BYTES,
+    TOPIC_DEFAULT_BYTES,
+    producer_max_bytes,
+    raw_bytes_within,
+)
 from streamlearn.metrics import Metrics
 from streamlearn.schema import PROCESSING_ERROR, DeadLetter, EmbeddingRecord, Sample, decode_sample
 
@@ -34,9 +40,8 @@ __all__ = ["BatchHandler", "BatchOutcome", "PROCESSING_ERROR"]
 logger = logging.getLogger(__name__)
 
 
-_HEADROOM = 16_384  # Kafka's record and batch headers, under the producer's size limit
 #: Largest embedding record (key and value) published; a sample whose record would be larger is dead-lettered.
-MAX_OUTPUT_BYTES = MAX_REQUEST_BYTES - _HEADROOM
+MAX_OUTPUT_BYTES = MAX_REQUEST_BYTES - HEADROOM
 # JSON text of one embedding number is at most this long ("-1.2345678e-05" and a comma).
 _FLOAT_CHARS = 16
 # JSON escapes grow a character to at most 6 bytes, and an output holds the id and the label

@@ -12,14 +12,13 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from streamlearn.config import KafkaSettings
 from streamlearn.errors import KafkaSetupError
 from streamlearn.kafka.connection import client_options
-from streamlearn.kafka.limits import TOPIC_DEFAULT_BYTES, dead_letter_bytes, raw_bytes_within
+from streamlearn.kafka.limits import HEADROOM, TOPIC_DEFAULT_BYTES, dead_letter_bytes, raw_bytes_within
 
 __all__ = ["ensure_topics", "prepare_service_topics", "service_topic_configs", "service_topics"]
 
 logger = logging.getLogger(__name__)
 
 _TOPIC_READY_TIMEOUT_MS = 15_000
-_BATCH_OVERHEAD = 16_384  # a record batch's headers and a sample's key, above the message itself
 
 
 def service_topics(settings: KafkaSettings) -> dict[str, int]:
@@ -45,7 +44,7 @@ def service_topic_configs(settings: KafkaSettings) -> dict[str, dict[str, str]]:
     >>> service_topic_configs(KafkaSettings(max_message_bytes=5_000_000))["streamlearn.samples"]
     {'max.message.bytes': '5016384'}
     """
-    wanted = {settings.samples_topic: settings.max_message_bytes + _BATCH_OVERHEAD,
+    wanted = {settings.samples_topic: settings.max_message_bytes + HEADROOM,
               settings.dead_letter_topic: dead_letter_bytes(settings.max_message_bytes)}
     return {topic: {"max.message.bytes": str(size)} for topic, size in wanted.items() if size > TOPIC_DEFAULT_BYTES}
 

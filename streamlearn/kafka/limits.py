@@ -6,6 +6,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "TOPIC_DEFAULT_BYTES",
     "MAX_DEAD_LETTER_BYTES",
+    "HEADROOM",
     "dead_letter_bytes",
     "producer_max_bytes",
     "raw_bytes_within",
@@ -19,8 +20,9 @@ TOPIC_DEFAULT_BYTES = 1_048_588
 #: broker's ``socket.request.max.bytes`` (100 MiB by default); a record larger than this
 #: needs (48 MiB) is dead-lettered with its first bytes, and its coordinates name the original.
 MAX_DEAD_LETTER_BYTES = 64 * 1_048_576
-# A dead letter's other fields (reason, detail, coordinates), its key, Kafka's record and batch headers.
-_OVERHEAD = 16_384
+#: Room for what surrounds a message: Kafka's record and batch headers, its key, and (in a dead
+#: letter) the other fields (reason, detail, coordinates).
+HEADROOM = 16_384
 
 
 def dead_letter_bytes(record_bytes: int) -> int:
@@ -31,7 +33,7 @@ def dead_letter_bytes(record_bytes: int) -> int:
     >>> dead_letter_bytes(10**9) == MAX_DEAD_LETTER_BYTES
     True
     """
-    return min(MAX_DEAD_LETTER_BYTES, 4 * -(-record_bytes // 3) + _OVERHEAD)
+    return min(MAX_DEAD_LETTER_BYTES, 4 * -(-record_bytes // 3) + HEADROOM)
 
 
 def producer_max_bytes(max_message_bytes: int) -> int:
@@ -51,4 +53,4 @@ def raw_bytes_within(message_bytes: int) -> int:
     >>> raw_bytes_within(TOPIC_DEFAULT_BYTES)
     774153
     """
-    return max(0, message_bytes - _OVERHEAD) * 3 // 4
+    return max(0, message_bytes - HEADROOM) * 3 // 4
