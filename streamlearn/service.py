@@ -24,6 +24,7 @@ from typing import Any
 from streamlearn import __version__
 from streamlearn.config import KafkaSettings, Settings
 from streamlearn.control import ControlQueue
+from streamlearn.dirlock import DirectoryLock
 from streamlearn.kafka import KafkaSink, KafkaSource, Source, prepare_service_topics
 from streamlearn.metrics import Metrics
 from streamlearn.pipeline import BatchHandler
@@ -80,6 +81,7 @@ class Service:
         with ExitStack() as stack:
             stack.callback(self._unfreeze_gc)
             ensure_writable(Path(s.checkpoint.dir))
+            stack.callback(DirectoryLock(Path(s.checkpoint.dir), "checkpoint.dir").release)  # before restore reads it
             # The model before the topics: an unusable learner.initial_model stops the start (exit 2)
             # before anything is created on the broker.
             self.learner, extra, restored = restore(s.checkpoint, lambda: start_learner(s.learner), s.learner)

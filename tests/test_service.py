@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -135,6 +136,28 @@ def test_an_unwritable_checkpoint_dir_is_refused_before_anything_is_consumed(set
     with pytest.raises(ConfigError, match="checkpoint.dir"):
         service(bad, lines(50), sink).run(count=50, timeout=30)
     assert MemorySource.instances == [] and sink.sent == []
+
+
+def test_a_second_daemon_on_the_same_checkpoint_dir_is_refused_while_the_first_runs(settings):
+    first = service(settings, lines(400), MemorySink())
+    thread = threading.Thread(target=lambda: first.run(timeout=60))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while first.consumed < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.consumed >= 40
+        sink = MemorySink()
+        with pytest.raises(ConfigError, match=rf"checkpoint.dir: .* is in use by another streamlearn daemon "
+                                              rf"\(pid {os.getpid()} on "):
+            service(settings, lines(50), sink).run(count=50, timeout=30)
+        assert sink.sent == []  # refused before it consumed or published anything
+    finally:
+        first.stop()
+        thread.join(30)
+    # The lock goes with the daemon: the directory is free again.
+    again = service(settings, lines(400), MemorySink())
+    assert again.run(count=20, timeout=30) == 0
 
 
 def test_restart_resumes_from_the_checkpoint_offsets_with_the_saved_model(settings):
