@@ -21,7 +21,7 @@ from streamlearn.config import LOG_LEVELS, MAX_SEED, Settings, load_settings
 from streamlearn.argtypes import int_at_least, positive_float
 from streamlearn.errors import CheckpointError, ConfigError, StreamlearnError, UsageError
 from streamlearn.logging_setup import configure_logging
-from streamlearn.paths import unwritable_reason
+from streamlearn.paths import open_output, unwritable_reason
 
 __all__ = ["main", "build_parser"]
 
@@ -173,10 +173,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     kwargs = {"batch_size": args.batch_size, "max_bytes": settings.kafka.max_message_bytes}
     if args.output is None:
         embed_file(learner, args.input, sys.stdout, **kwargs)
-        sys.stdout.flush()
         return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with args.output.open("w", encoding="utf-8") as out:
+    with open_output(args.output) as out:
         summary = embed_file(learner, args.input, out, **kwargs)
     print(f"embedded {summary.embedded} of {summary.lines} lines with model_version {summary.model_version} "
           f"-> {args.output}", file=sys.stderr)

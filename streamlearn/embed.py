@@ -16,6 +16,7 @@ import numpy as np
 
 from streamlearn.errors import SchemaError
 from streamlearn.jsonl import iter_batches, iter_lines
+from streamlearn.paths import write_errors_named
 from streamlearn.schema import Sample, decode_sample, encode_floats, peek_id
 
 __all__ = ["EmbedSummary", "embed_file", "DEFAULT_BATCH_SIZE"]
@@ -57,6 +58,7 @@ def embed_file(
     version = int(learner.model_version)
     n_features = learner.n_features
     lines = embedded = invalid = 0
+    out_name = getattr(out, "name", "the output")  # a file's path, "<stdout>"
     logger.debug("embedding", extra={"path": str(path), "model": str(model), "model_version": version})
     for chunk in iter_batches(iter_lines(path, max_bytes=max_bytes), batch_size):
         rows: list[str | None] = []
@@ -78,7 +80,10 @@ def embed_file(
             for (slot, sample), vector in zip(valid, vectors):
                 rows[slot] = _embedding_line(sample.id, vector, version)
             embedded += len(valid)
-        out.writelines(f"{row}\n" for row in rows if row is not None)
+        with write_errors_named(out_name):
+            out.writelines(f"{row}\n" for row in rows if row is not None)
+    with write_errors_named(out_name):
+        out.flush()  # what is still buffered: a full disk is named here, not by the close
     logger.debug("embedded", extra={"lines": lines, "embedded": embedded, "invalid": invalid})
     return EmbedSummary(lines=lines, embedded=embedded, invalid=invalid, model_version=version)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
+from typing import IO
 from pathlib import Path
 
-__all__ = ["ensure_writable_folder", "unwritable_reason"]
+__all__ = ["ensure_writable_folder", "open_output", "unwritable_reason", "write_errors_named"]
 
 
 def ensure_writable_folder(folder: Path) -> None:
@@ -39,6 +42,43 @@ def unwritable_reason(folder: Path) -> str | None:
         missing = "" if existing == folder else f"cannot create {folder}: "
         return f"{missing}{existing} is not writable ({exc.strerror or exc})"
     return None
+
+
+@contextlib.contextmanager
+def write_errors_named(name: str | Path) -> Iterator[None]:
+    """Give an OSError raised inside the name of the file written there, when it names none.
+
+    A failed ``write`` or ``flush`` (a full disk, a quota) names no file: the user would read
+    "No space left on device" without knowing which of the outputs it was.
+
+    >>> with write_errors_named("out.jsonl"):
+    ...     raise OSError(28, "No space left on device")
+    Traceback (most recent call last):
+    ...
+    OSError: [Errno 28] No space left on device: 'out.jsonl'
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(name)
+        raise
+
+
+@contextlib.contextmanager
+def open_output(path: Path) -> Iterator[IO[str]]:
+    """``path`` (its folder created) opened for writing text; a failure to write what the close flushes names it.
+
+    Writes inside still need :func:`write_errors_named`; this covers the close, which after a
+    failed write tries again and would otherwise replace the named error with an unnamed one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = path.open("w", encoding="utf-8")
+    try:
+        yield out
+    finally:
+        with write_errors_named(path):
+            out.close()
 
 
 def _probe(folder: Path) -> None:

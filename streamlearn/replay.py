@@ -22,6 +22,7 @@ import numpy as np
 from streamlearn.config import Settings
 from streamlearn.errors import SchemaError, UsageError
 from streamlearn.jsonl import iter_lines
+from streamlearn.paths import open_output, write_errors_named
 from streamlearn.schema import Sample, decode_sample, peek_id, peek_label
 
 __all__ = ["ReplayReport", "replay"]
@@ -102,10 +103,7 @@ def _progress(path: Path, enabled: bool) -> Iterator[Callable[[int], None] | Non
 
 
 def _open_output(path: Path | None) -> contextlib.AbstractContextManager[IO[str] | None]:
-    if path is None:
-        return contextlib.nullcontext(None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", encoding="utf-8")
+    return contextlib.nullcontext(None) if path is None else open_output(path)
 
 
 def replay(
@@ -144,7 +142,8 @@ def replay(
             rows = _process(learner, batch, pending, tally)
             tally.collect_drift(learner)
             if out is not None:
-                out.writelines(json.dumps(row, separators=(",", ":"), default=_plain) + "\n" for row in rows)
+                with write_errors_named(out.name):
+                    out.writelines(json.dumps(row, separators=(",", ":"), default=_plain) + "\n" for row in rows)
             batch.clear()
             pending.clear()
 
@@ -189,7 +188,8 @@ def replay(
     if report is not None:
         report = Path(report)
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result.to_dict(), indent=2, default=_plain) + "\n", encoding="utf-8")
+        with write_errors_named(report):
+            report.write_text(json.dumps(result.to_dict(), indent=2, default=_plain) + "\n", encoding="utf-8")
     if save_model is not None:
         from streamlearn import checkpoint
 

@@ -275,6 +275,31 @@ def test_an_unwritable_output_fails_before_the_replay_runs(write_jsonl, tmp_path
     assert not predictions.parent.exists()  # nothing was replayed, and no folder made for it
 
 
+FULL = Path("/dev/full")  # every write fails with ENOSPC, as on a full disk
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("flag", ["--predictions", "--report"])
+def test_a_full_disk_under_a_replay_output_is_named(write_jsonl, flag: str, capsys) -> None:
+    # The write error named no file: "No space left on device", whichever output it was.
+    data = write_jsonl(['{"features": [1, 2], "label": "a"}'] * 50)
+    assert main(["replay", "--log-level", "WARNING", str(data), flag, str(FULL)]) == 1
+    err = capsys.readouterr().err
+    assert one_line(err) and f"{FULL}: No space left on device" in err
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_under_the_embed_output_is_named(stream_lines: list[str], write_jsonl, small_config: Path,
+                                                      tmp_path: Path, capsys) -> None:
+    data = write_jsonl(stream_lines)
+    model = tmp_path / "model"
+    assert main(["replay", str(data), "--config", str(small_config), "--save-model", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["embed", "--model", str(model), str(data), "--output", str(FULL)]) == 1
+    err = capsys.readouterr().err
+    assert one_line(err) and f"{FULL}: No space left on device" in err
+
+
 def test_a_failed_replay_leaves_no_empty_output_folder(write_jsonl, tmp_path: Path, capsys) -> None:
     # The output check created the folders before the config was read or the input replayed.
     data = write_jsonl(['not json'] * 3)
