@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import logging
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field, StrictFloat
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from streamlearn import __version__
 from streamlearn.checkpoint import EXPORT_FILE, version_of
@@ -106,6 +109,23 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return f"{loc}: {first.get('msg', 'invalid value')}{more}"
 
 
+def _unparsable_detail(cause: BaseException) -> str | None:
+    """Why a body that got past the JSON decoder's own errors could not be parsed (None: not a body problem).
+
+    FastAPI answers these "There was an error parsing the body", which tells the sender nothing.
+    """
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body is not valid JSON: it is not UTF-8 text (byte 0x{cause.object[cause.start]:02x} " \
+               f"at position {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "body is not valid JSON a request can be: it nests too deeply"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"body is not valid JSON a request can be: a number has more than {sys.get_int_max_str_digits()} digits"
+    if isinstance(cause, ValueError):
+        return f"body is not valid JSON a request can be: {cause}"
+    return None
+
+
 def _is_json(content_type: str | None) -> bool:
     """Whether a Content-Type header names JSON (``application/json``, with parameters, or ``+json``)."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
@@ -178,6 +198,10 @@ class _BodyLimit:
             return
         if length is not None and int(length) > limit.max_bytes:
             await _refuse(send, 413, f"request body is {int(length)} bytes, at most {limit.max_bytes} ({limit.why})")
+            return
+        encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
+        if encoding not in ("", "identity"):
+            await _refuse(send, 415, f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed")
             return
         if length in (None, b"0") and b"transfer-encoding" not in headers:  # no body (an admin action)
             await self.app(scope, receive, send)
@@ -316,6 +340,12 @@ def create_app(store: SnapshotStore, metrics_registry: CollectorRegistry, settin
             return JSONResponse(status_code=415, content={
                 "detail": f"the body must be JSON sent with Content-Type: application/json (got {got})"})
         return JSONResponse(status_code=422, content={"detail": _validation_detail(exc)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.__cause__ is not None and (detail := _unparsable_detail(exc.__cause__)):
+            return JSONResponse(status_code=400, content={"detail": detail})
+        return await http_exception_handler(request, exc)
 
     # The probes are coroutines: they answer on the event loop even while every worker thread embeds.
     @app.get("/healthz", summary="The process is alive")

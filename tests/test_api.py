@@ -320,6 +320,30 @@ def test_many_short_values_are_refused_by_their_commas_before_they_are_parsed(cl
     assert ok.status_code == 200 and len(ok.json()["embeddings"]) == 100
 
 
+@pytest.mark.parametrize("body, detail", [
+    (b'{"features": [[1, 2]], "note": "\xff"}', "body is not valid JSON: it is not UTF-8 text (byte 0xff at position 32)"),
+    (b'{"features": [[1' + b"0" * 5_000 + b']]}', "body is not valid JSON a request can be: a number has more than "),
+    (b'{"features": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "body is not valid JSON a request can be: it nests too deeply"),
+])
+def test_a_body_the_json_decoder_cannot_read_gets_the_reason(client: TestClient, body: bytes, detail: str) -> None:
+    # FastAPI answered each of these "There was an error parsing the body".
+    response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["detail"].startswith(detail)
+
+
+def test_a_compressed_body_is_refused_with_415_and_the_encoding_named(client: TestClient) -> None:
+    import gzip
+
+    body = gzip.compress(b'{"features": [[1, 2, 3, 4, 5, 6, 7, 8]]}')
+    response = client.post("/v1/embed", content=body,
+                           headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert response.status_code == 415
+    assert response.json()["detail"] == "Content-Encoding 'gzip' is not supported: send the JSON body uncompressed"
+    plain = client.post("/v1/embed", content=b'{"features": [[1, 2, 3, 4, 5, 6, 7, 8]]}',
+                        headers={"content-type": "application/json", "content-encoding": "identity"})
+    assert plain.status_code == 200
+
+
 def test_a_wide_model_takes_fewer_rows_per_request():
     assert row_limit(8) == MAX_ROWS and row_limit(MAX_VALUES // 10) == 10 and row_limit(10 * MAX_VALUES) == 1
 
