@@ -103,6 +103,11 @@ class Metrics:
             "streamlearn_consumer_lag", "Records not yet consumed, by samples-topic partition.",
             ["partition"], registry=r,
         )
+        self.kafka_unanswered = Gauge(
+            "streamlearn_kafka_unanswered_seconds",
+            "Seconds the broker has not answered the consumer, 0 while it answers: an outage as the daemon sees it "
+            "(consumer_lag keeps its last value meanwhile).", registry=r,
+        )
         self.consumer_restarts = Counter(
             "streamlearn_consumer_restarts", "Consumers replaced because they fetched nothing while records waited.",
             registry=r,
@@ -212,6 +217,9 @@ class Metrics:
         for partition, value in lag.items():
             self.consumer_lag.labels(partition=str(partition)).set(value)
         self._lag_partitions = now
+
+    def set_kafka_unanswered(self, seconds: float) -> None:
+        self.kafka_unanswered.set(seconds)
 
     def observe_consumer_restarts(self, restarts: int) -> None:
         """Count the restarts up to ``restarts``, the source's running total."""

@@ -208,7 +208,9 @@ class Service:
             self._publish(force=True)
 
     def _report_outage(self, unanswered_s: float) -> None:
-        """One warning when the broker stops answering, one line when it answers again (kafka-python only retries)."""
+        """One warning when the broker stops answering, one line when it answers again (kafka-python only retries);
+        the gauge follows every reading."""
+        self.metrics.set_kafka_unanswered(unanswered_s)
         if unanswered_s >= _OUTAGE_AFTER_S and self._outage_since is None:
             self._outage_since = time.monotonic() - unanswered_s
             logger.warning("Kafka does not answer; consuming and publishing wait for it (nothing is lost)",

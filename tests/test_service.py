@@ -338,9 +338,12 @@ def test_a_broker_that_stops_answering_is_reported_once_and_its_return_too(setti
     # kafka-python only logs its reconnection attempts; the operator got no line of streamlearn's own.
     # (The shared test broker cannot be taken down, so the source's answer is given here.)
     daemon = Service(settings)
+    gauge = []
     with caplog.at_level("INFO", logger="streamlearn.service"):
         for unanswered in (0.0, 4.0, 11.0, 30.0, 60.0, 0.0, 0.0):
             daemon._report_outage(unanswered)
+            gauge.append(daemon.metrics.registry.get_sample_value("streamlearn_kafka_unanswered_seconds"))
+    assert gauge == [0.0, 4.0, 11.0, 30.0, 60.0, 0.0, 0.0]  # what StreamlearnKafkaUnreachable pages on
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert lines == [("WARNING", "Kafka does not answer; consuming and publishing wait for it (nothing is lost)"),
                      ("INFO", "Kafka answers again")]
