@@ -10,8 +10,8 @@ releases it when the process ends, however it ends, so a killed daemon never lea
 from __future__ import annotations
 
 import fcntl
-import os
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -49,8 +49,8 @@ class DirectoryLock:
             holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "unknown"
             os.close(fd)
             pid, _, host = holder.partition("@")
-            raise ConfigError(field, f"{directory} is in use by another streamlearn daemon "
-                                     f"(pid {pid} on {host or 'this host'}); give each daemon its own directory") from None
+            raise ConfigError(field, f"{directory} is in use by another streamlearn daemon (pid {pid} on "
+                                     f"{host or 'this host'}); give each daemon its own directory") from None
         except OSError as exc:  # a file system without locks (some network mounts): warn, do not refuse
             logger.warning("cannot lock the directory; make sure no other daemon writes there",
                            extra={"dir": str(directory), "reason": exc.strerror or str(exc)})

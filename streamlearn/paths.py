@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 __all__ = ["ensure_writable_folder", "open_output", "unwritable_reason", "write_errors_named"]
 
