@@ -348,6 +348,7 @@ class Learner(RepairMixin, FusionMixin):
         # Distances to every class for the whole batch; a learned sample refreshes its own class's column.
         dists = self.head.class_distances(z)
         alt = self._alternatives(z, xn, dists, labels)  # (n, 3): the vote's, the linear head's, fused; -1 = none
+        others = alt.tolist()  # the same as plain ints, read once per sample (kept in step with alt below)
         z_sq = (z * z).sum(1)
         learned: list[tuple[int, int]] = []  # (row, slot) of the labeled samples, for the linear head
         labeled: list[int] = []  # slots of the labeled samples, for the class prior
@@ -357,7 +358,7 @@ class Learner(RepairMixin, FusionMixin):
         correct: list[bool | None] = []
         for i, label in enumerate(labels):
             slot, dist = self.head.pick(dists[i])
-            picks = (slot, int(alt[i, 0]), int(alt[i, 1]), int(alt[i, 2]))
+            picks = (slot, *others[i])
             chosen = self.choice.pick(picks)
             preds.append(self.registry.label_of(chosen) if chosen >= 0 else None)
             versions.append(self.model_version)
@@ -376,6 +377,7 @@ class Learner(RepairMixin, FusionMixin):
             if evicted is not None:
                 self._forget_slot(y)
                 alt[i + 1 :][alt[i + 1 :] == y] = -1
+                others = alt.tolist()
                 learned = [(row, s) for row, s in learned if s != y]
                 labeled = [s for s in labeled if s != y]
             learned.append((i, y))
@@ -412,6 +414,7 @@ class Learner(RepairMixin, FusionMixin):
                     dists = self._distances_after(z, i)
                     z_sq = (z * z).sum(1)
                     alt[i + 1 :] = self._alternatives(z[i + 1 :], xn[i + 1 :], dists[i + 1 :], labels[i + 1 :])
+                    others = alt.tolist()
             drift.append(drifted)
         if not warm_up:
             self._update_scales(x)

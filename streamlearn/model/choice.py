@@ -73,15 +73,20 @@ class HeadChoice:
 
     def best(self, available: Sequence[bool]) -> int:
         """Index into :data:`HEADS` of the head to follow among the ``available`` ones."""
+        return self._best(self.accuracy.tolist(), available)
+
+    def _best(self, accuracy: list[float], available: Sequence[bool]) -> int:
+        """:meth:`best` on the running accuracies as plain floats (the same float64 values)."""
         best = 0
-        for h in range(1, len(HEADS)):
-            if available[h] and (not available[best] or self.accuracy[h] > self.accuracy[best] + self.margins[h]):
+        for h in range(1, len(accuracy)):
+            if available[h] and (not available[best] or accuracy[h] > accuracy[best] + self.margins[h]):
                 best = h
         return best
 
-    def _weight_list(self, available: Sequence[bool]) -> list[float]:
+    def _weight_list(self, available: Sequence[bool], accuracy: list[float] | None = None) -> list[float]:
         """Each head's vote weight as plain floats (math.exp: per sample, numpy's call overhead would dominate)."""
-        accuracy = self.accuracy.tolist()
+        if accuracy is None:
+            accuracy = self.accuracy.tolist()
         top = max((a for a, ok in zip(accuracy, available) if ok), default=0.0)
         return [math.exp(self.sharpness * (a - top)) if ok else 0.0 for a, ok in zip(accuracy, available)]
 
@@ -90,23 +95,36 @@ class HeadChoice:
         return np.array(self._weight_list(available))
 
     def pick(self, picks: Sequence[int]) -> int:
-        """The class slot to predict from each head's pick (-1 = that head has no answer): the weighted vote."""
+        """The class slot to predict from each head's pick (-1 = that head has no answer): the weighted vote.
+
+        Runs once per sample: when the heads that answered agree (or none did) there is nothing
+        to weigh, and otherwise the accuracies are read once, as plain floats.
+        """
+        answers = {p for p in picks if p >= 0}
+        if len(answers) < 2:  # the heads that answered agree: nothing to weigh
+            return answers.pop() if answers else picks[0]
+        accuracy = self.accuracy.tolist()
         available = [p >= 0 for p in picks]
-        lead = picks[self.best(available)]
-        if lead < 0:
-            return lead  # no head has an answer
+        lead = picks[self._best(accuracy, available)]
         totals: dict[int, float] = {}
-        for pick, weight in zip(picks, self._weight_list(available)):
+        for pick, weight in zip(picks, self._weight_list(available, accuracy)):
             if pick >= 0:
                 totals[pick] = totals.get(pick, 0.0) + weight
         most = max(totals.values())
         return lead if totals[lead] >= most else min(p for p, t in totals.items() if t == most)
 
     def score(self, picks: Sequence[int], known: int | None) -> None:
-        """Fold one labeled sample's hits into the running accuracy of every head that answered."""
+        """Fold one labeled sample's hits into the running accuracy of every head that answered.
+
+        Plain floats, written back once: the same float64 arithmetic as element by element on
+        the array, without numpy's per-element overhead (this runs once per labeled sample).
+        """
+        accuracy = self.accuracy.tolist()
+        rate = self.rate
         for h, pick in enumerate(picks):
             if pick >= 0:
-                self.accuracy[h] += self.rate * ((pick == known) - self.accuracy[h])
+                accuracy[h] += rate * ((pick == known) - accuracy[h])
+        self.accuracy[:] = accuracy
 
     def demote(self, head: str) -> None:
         """A head was started again: it, and every head built on it, must earn its turn from zero."""

@@ -61,13 +61,14 @@ class ClassMemory:
         the slot must be embedded again (:meth:`stale_slots`).
         """
         self._ensure(slot)
+        position = int(self._next[slot])  # read once as a plain int: this runs once per labeled sample
         if z is not None and self._z is not None and self._fresh[slot]:
-            self._z[slot, self._next[slot]] = z
+            self._z[slot, position] = z
         else:
             self._fresh[slot] = False
-        self._data[slot, self._next[slot]] = x
-        self._next[slot] = (self._next[slot] + 1) % self.per_class
-        self._count[slot] = min(self._count[slot] + 1, self.per_class)
+        self._data[slot, position] = x
+        self._next[slot] = (position + 1) % self.per_class
+        self._count[slot] = min(int(self._count[slot]) + 1, self.per_class)
 
     def count(self, slot: int) -> int:
         """Number of samples held for ``slot``."""

@@ -124,13 +124,14 @@ class PrototypeHead:
         class with room for more prototypes then gets a new one at ``z`` (the class has a
         part its prototypes do not cover) instead of dragging an existing one off its cluster.
         """
-        self._ensure(slot)
-        active = self._active[slot]
-        if self.per_class == 1 and active[0]:  # the common case, without the multi-prototype bookkeeping
+        if self.per_class == 1 and slot < len(self._active) and self._active[slot, 0]:
+            # The common case, once per labeled sample: no growing, no multi-prototype bookkeeping.
             count = self._counts[slot, 0] = self._counts[slot, 0] + 1.0
             proto = self._protos[slot, 0]
             proto += max(1.0 / count, self.min_rate) * (z - proto)
             return
+        self._ensure(slot)
+        active = self._active[slot]
         if not active.any():
             self._protos[slot, 0] = z
             self._counts[slot, 0] = 1.0
