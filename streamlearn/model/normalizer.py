@@ -216,7 +216,7 @@ class OnlineStandardizer:
         # Rows from the first one beyond reach: the window may start before the change.
         moved_rows[cols[moved]] = _WARM_UP - beyond[:, moved].argmax(axis=0)
         # Robust spread (median absolute deviation): one glitch in a window does not move it.
-        spread = 1.4826 * np.median(np.abs(w - np.median(w, axis=0)), axis=0)
+        spread = 1.4826 * _column_medians(np.abs(w - _column_medians(w)))
         varies = spread > self._constant_below[cols]
         log_spread = np.log(np.where(varies, spread, 1.0))
         usual = self.windows[cols] >= _USUAL_WINDOWS
@@ -290,8 +290,26 @@ def _robust_moments(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (True, True)
     """
     if len(rows) >= _MIN_ROBUST_ROWS:
-        median = np.median(rows, axis=0)
-        scale = 1.4826 * np.median(np.abs(rows - median), axis=0)
+        median = _column_medians(rows)
+        scale = 1.4826 * _column_medians(np.abs(rows - median))
         reach = np.where(scale > 0, _ROBUST_REACH * scale, np.inf)
         rows = np.clip(rows, median - reach, median + reach)
     return rows.mean(axis=0), rows.var(axis=0)
+
+
+def _column_medians(rows: np.ndarray) -> np.ndarray:
+    """``np.median(rows, axis=0)``, the same values, from one sort of the columns.
+
+    numpy's median partitions column by column: on a window of 32 rows of 784 features that
+    is five times slower than sorting them all at once, and it runs for every window of 32
+    samples. Rows holding NaN are left to numpy (it makes such a column's median NaN).
+
+    >>> rows = np.array([[1.0, 5.0], [3.0, -1.0], [2.0, 0.5], [9.0, 0.5]])
+    >>> _column_medians(rows).tolist(), np.median(rows, axis=0).tolist()
+    ([2.5, 0.5], [2.5, 0.5])
+    """
+    ordered = np.sort(rows, axis=0)
+    if len(ordered) == 0 or np.isnan(ordered[-1]).any():
+        return np.median(rows, axis=0)
+    half = len(ordered) // 2
+    return ordered[half] if len(ordered) % 2 else (ordered[half - 1] + ordered[half]) / 2
