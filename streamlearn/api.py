@@ -114,9 +114,9 @@ def _unparsable_detail(cause: BaseException) -> str | None:
 
     FastAPI answers these "There was an error parsing the body", which tells the sender nothing.
     """
-    if isinstance(cause, UnicodeDecodeError):
-        return f"body is not valid JSON: it is not UTF-8 text (byte 0x{cause.object[cause.start]:02x} " \
-               f"at position {cause.start})"
+    if isinstance(cause, UnicodeDecodeError):  # the decoder reads UTF-8, or UTF-16/32 by their first bytes
+        return f"body is not valid JSON: it is not {cause.encoding.upper()} text " \
+               f"(byte 0x{cause.object[cause.start]:02x} at position {cause.start})"
     if isinstance(cause, RecursionError):
         return "body is not valid JSON a request can be: it nests too deeply"
     if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
@@ -199,12 +199,11 @@ class _BodyLimit:
         if length is not None and int(length) > limit.max_bytes:
             await _refuse(send, 413, f"request body is {int(length)} bytes, at most {limit.max_bytes} ({limit.why})")
             return
-        encoding = headers.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
-        if encoding not in ("", "identity"):
-            await _refuse(send, 415, f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed")
-            return
         if length in (None, b"0") and b"transfer-encoding" not in headers:  # no body (an admin action)
             await self.app(scope, receive, send)
+            return
+        if encoding := _content_encoding(scope["headers"]):
+            await _refuse(send, 415, f"Content-Encoding {encoding!r} is not supported: send the JSON body uncompressed")
             return
         if self._gate is None:
             self._gate = asyncio.Semaphore(_PARALLEL_BODIES)
@@ -246,6 +245,17 @@ class _BodyLimit:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def _content_encoding(headers: list[tuple[bytes, bytes]]) -> str:
+    """The body's ``Content-Encoding`` codings other than ``identity``, from every such header ("" if none).
+
+    >>> _content_encoding([(b"content-encoding", b"identity, GZIP"), (b"content-encoding", b" identity")])
+    'gzip'
+    """
+    codings = [c.strip().lower() for name, value in headers if name == b"content-encoding"
+               for c in value.decode("latin-1").split(",")]
+    return ", ".join(c for c in codings if c not in ("", "identity"))
 
 
 class _HeadAsGet:

@@ -19,9 +19,10 @@ from typing import NoReturn, Sequence
 from streamlearn import __version__
 from streamlearn.config import LOG_LEVELS, MAX_SEED, Settings, load_settings
 from streamlearn.argtypes import int_at_least, positive_float
+from streamlearn.dirlock import DirectoryLock
 from streamlearn.errors import CheckpointError, ConfigError, StreamlearnError, UsageError
 from streamlearn.logging_setup import configure_logging
-from streamlearn.paths import open_output, unwritable_reason
+from streamlearn.paths import open_output, unwritable_reason, write_errors_named
 
 __all__ = ["main", "build_parser"]
 
@@ -132,6 +133,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _require_file(args.input, "input file")
     _check_outputs({"the input file": args.input}, {"--predictions": args.predictions, "--report": args.report},
                    {"--save-model": args.save_model})
+    if args.save_model is not None and args.save_model.is_dir():
+        # A running daemon's checkpoint.dir: refused now, not after the replay (the save takes the lock again).
+        DirectoryLock(args.save_model, "--save-model").release()
     settings = _settings(args)
     if args.seed is not None:
         settings = settings.model_copy(update={"learner": settings.learner.model_copy(update={"seed": args.seed})})
@@ -141,14 +145,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                     save_model=args.save_model)
     invalid = sum(report.invalid.values())
     accuracy = "n/a" if report.accuracy is None else f"{report.accuracy:.4f}"
-    print(
-        f"replayed {report.samples} lines ({report.valid} valid, {invalid} invalid): "
-        f"accuracy {accuracy}, drift events {report.drift_events['count']}, model_version {report.model_version}, "
-        f"{report.throughput_samples_per_s:.0f} samples/s"
-    )
-    for label, path in (("predictions", args.predictions), ("report", args.report), ("model", args.save_model)):
-        if path is not None:
-            print(f"{label}: {path}")
+    with write_errors_named("<stdout>"):
+        print(
+            f"replayed {report.samples} lines ({report.valid} valid, {invalid} invalid): "
+            f"accuracy {accuracy}, drift events {report.drift_events['count']}, model_version {report.model_version}, "
+            f"{report.throughput_samples_per_s:.0f} samples/s"
+        )
+        for label, path in (("predictions", args.predictions), ("report", args.report), ("model", args.save_model)):
+            if path is not None:
+                print(f"{label}: {path}")
+        sys.stdout.flush()
     return 0
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "CheckpointError",
     "KafkaSetupError",
     "UsageError",
+    "DirectoryInUseError",
 ]
 
 
@@ -56,3 +57,7 @@ class KafkaSetupError(StreamlearnError):
 
 class UsageError(StreamlearnError):
     """The command line was used wrongly (bad arguments, missing input file)."""
+
+
+class DirectoryInUseError(UsageError):
+    """A checkpoint directory another streamlearn process is writing (exit 2: choose another one)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
@@ -105,8 +105,9 @@ class Metrics:
         )
         self.kafka_unanswered = Gauge(
             "streamlearn_kafka_unanswered_seconds",
-            "Seconds the broker has not answered the consumer, 0 while it answers: an outage as the daemon sees it "
-            "(consumer_lag keeps its last value meanwhile).", registry=r,
+            "Seconds the broker has not answered the daemon (the consumer's requests, or the acknowledgements a "
+            "flush waits for), 0 while it answers: an outage as the daemon sees it (consumer_lag keeps its last "
+            "value meanwhile).", registry=r,
         )
         self.consumer_restarts = Counter(
             "streamlearn_consumer_restarts", "Consumers replaced because they fetched nothing while records waited.",
@@ -218,8 +219,9 @@ class Metrics:
             self.consumer_lag.labels(partition=str(partition)).set(value)
         self._lag_partitions = now
 
-    def set_kafka_unanswered(self, seconds: float) -> None:
-        self.kafka_unanswered.set(seconds)
+    def watch_kafka(self, unanswered: Callable[[], float]) -> None:
+        """Read ``unanswered()`` at every scrape: a loop blocked on the broker cannot set the gauge itself."""
+        self.kafka_unanswered.set_function(unanswered)
 
     def observe_consumer_restarts(self, restarts: int) -> None:
         """Count the restarts up to ``restarts``, the source's running total."""

@@ -20,6 +20,7 @@ from typing import IO, Any, Callable, Iterator
 import numpy as np
 
 from streamlearn.config import Settings
+from streamlearn.dirlock import DirectoryLock
 from streamlearn.errors import SchemaError, UsageError
 from streamlearn.jsonl import iter_lines
 from streamlearn.paths import open_output, write_errors_named
@@ -195,7 +196,13 @@ def replay(
 
         if learner.n_features is None:  # the predictions and the report (with the reasons) are written
             raise UsageError(f"no valid sample in {path}: no model to save to --save-model {save_model}")
-        saved = checkpoint.save(Path(save_model), learner, extra={"source": str(path), "replay_samples": result.valid})
+        Path(save_model).mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(Path(save_model), "--save-model")  # not into the directory of a running daemon
+        try:
+            saved = checkpoint.save(Path(save_model), learner,
+                                    extra={"source": str(path), "replay_samples": result.valid})
+        finally:
+            lock.release()
         logger.debug("model saved", extra={"path": str(saved), "model_version": result.model_version})
     return result
 

@@ -102,6 +102,8 @@ class Service:
             stack.callback(source.close)
             sink = self.sink_factory(s.kafka, stop=self.stop_event.is_set)
             stack.callback(sink.close)
+            self.metrics.watch_kafka(lambda: max(source.unanswered_for(), sink.unconfirmed_for()))
+            stack.callback(self.metrics.watch_kafka, lambda: 0.0)
             handler = BatchHandler(s, sink, self.metrics, dead_letter_limit=dead_letter_limit)
             self.checkpointer = Checkpointer(s.checkpoint, source, self.metrics, self.store)
             stack.callback(self.checkpointer.close)
@@ -208,9 +210,7 @@ class Service:
             self._publish(force=True)
 
     def _report_outage(self, unanswered_s: float) -> None:
-        """One warning when the broker stops answering, one line when it answers again (kafka-python only retries);
-        the gauge follows every reading."""
-        self.metrics.set_kafka_unanswered(unanswered_s)
+        """One warning when the broker stops answering, one line when it answers again (kafka-python only retries)."""
         if unanswered_s >= _OUTAGE_AFTER_S and self._outage_since is None:
             self._outage_since = time.monotonic() - unanswered_s
             logger.warning("Kafka does not answer; consuming and publishing wait for it (nothing is lost)",

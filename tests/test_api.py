@@ -342,6 +342,14 @@ def test_a_compressed_body_is_refused_with_415_and_the_encoding_named(client: Te
     plain = client.post("/v1/embed", content=b'{"features": [[1, 2, 3, 4, 5, 6, 7, 8]]}',
                         headers={"content-type": "application/json", "content-encoding": "identity"})
     assert plain.status_code == 200
+    # Every Content-Encoding header counts, not only the last one.
+    both = client.post("/v1/embed", content=body, headers=[("content-type", "application/json"),
+                                                           ("content-encoding", "gzip"),
+                                                           ("content-encoding", "identity")])
+    assert both.status_code == 415 and "'gzip'" in both.json()["detail"]
+    # Without a body there is nothing to decode: the request is answered as without the header.
+    admin = client.post("/v1/model/rollback", headers={"content-encoding": "gzip"})
+    assert admin.status_code == 401
 
 
 def test_a_wide_model_takes_fewer_rows_per_request():

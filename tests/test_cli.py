@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +17,7 @@ from .conftest import INVALID_LINES, N_FEATURES, blob_rows
 from streamlearn import checkpoint
 from streamlearn.cli import main
 from streamlearn.config import Settings
+from streamlearn.dirlock import DirectoryLock
 from streamlearn.replay import replay
 
 REPORT_KEYS = {
@@ -298,6 +300,38 @@ def test_a_full_disk_under_the_embed_output_is_named(stream_lines: list[str], wr
     assert main(["embed", "--model", str(model), str(data), "--output", str(FULL)]) == 1
     err = capsys.readouterr().err
     assert one_line(err) and f"{FULL}: No space left on device" in err
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux)")
+def test_a_full_stdout_under_the_replay_summary_is_named(write_jsonl, tmp_path: Path) -> None:
+    data = write_jsonl(['{"features": [1, 2], "label": "a"}'] * 20)
+    with FULL.open("w") as full:
+        done = subprocess.run([sys.executable, "-m", "streamlearn", "--log-level", "WARNING", "replay", str(data)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1 and one_line(done.stderr), done.stderr
+    assert "<stdout>: No space left on device" in done.stderr
+
+
+def test_replay_refuses_to_save_into_the_directory_a_daemon_holds(stream_lines: list[str], write_jsonl,
+                                                                   tmp_path: Path, capsys) -> None:
+    # It wrote a checkpoint there, pointed LATEST at it and pruned the daemon's oldest: the daemon's next
+    # start restored the replay's model. Refused before the replay runs.
+    held = tmp_path / "ckpt"
+    held.mkdir()
+    daemon = DirectoryLock(held, "checkpoint.dir")  # what a running daemon holds
+    try:
+        predictions = tmp_path / "p.jsonl"
+        code = main(["replay", str(write_jsonl(stream_lines)), "--predictions", str(predictions),
+                     "--save-model", str(held)])
+        err = capsys.readouterr().err
+        assert code == 2 and one_line(err)
+        assert f"--save-model {held} is in use by another streamlearn process (pid {os.getpid()} on " in err
+        assert not predictions.exists() and sorted(p.name for p in held.iterdir()) == [".lock"]
+    finally:
+        daemon.release()
+    assert main(["replay", str(write_jsonl(stream_lines)), "--save-model", str(held)]) == 0
+    assert checkpoint.latest_path(held) is not None
+    capsys.readouterr()
 
 
 def test_a_failed_replay_leaves_no_empty_output_folder(write_jsonl, tmp_path: Path, capsys) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from streamlearn import __version__, checkpoint
 from streamlearn.config import Settings
-from streamlearn.errors import CheckpointError, ConfigError
+from streamlearn.errors import CheckpointError, ConfigError, DirectoryInUseError
 from streamlearn.kafka.connection import offset_key
 from streamlearn.kafka.protocols import Record
 from streamlearn.kafka.sink import DeliveryError
@@ -57,8 +57,10 @@ class MemorySource:
     def lag(self):
         return {0: len(self.records) - self.position}
 
+    unanswered = 0.0  # what unanswered_for answers
+
     def unanswered_for(self):
-        return 0.0
+        return self.unanswered
 
     restarts = 0
 
@@ -79,6 +81,11 @@ class MemorySink:
         self.flushes += 1
         if self.fail_after is not None and self.flushes > self.fail_after:
             raise DeliveryError("broker gone")
+
+    waiting = 0.0  # what unconfirmed_for answers
+
+    def unconfirmed_for(self):
+        return self.waiting
 
     def close(self):
         pass
@@ -148,8 +155,8 @@ def test_a_second_daemon_on_the_same_checkpoint_dir_is_refused_while_the_first_r
             time.sleep(0.05)
         assert first.consumed >= 40
         sink = MemorySink()
-        with pytest.raises(ConfigError, match=rf"checkpoint.dir: .* is in use by another streamlearn daemon "
-                                              rf"\(pid {os.getpid()} on "):
+        with pytest.raises(DirectoryInUseError, match=rf"checkpoint.dir .* is in use by another streamlearn "
+                                                      rf"process \(pid {os.getpid()} on "):
             service(settings, lines(50), sink).run(count=50, timeout=30)
         assert sink.sent == []  # refused before it consumed or published anything
     finally:
@@ -334,16 +341,40 @@ def test_a_checkpoint_of_other_topics_is_named_in_a_warning(settings, caplog):
     assert warning.offsets_of == [offset_key(TOPIC, 0)] and warning.samples_topic == "other.samples"
 
 
+def test_the_kafka_gauge_reads_the_source_and_the_sink_at_every_scrape(settings):
+    # Read at scrape time: a loop blocked in a flush (outputs the broker does not confirm) cannot set it.
+    sink = MemorySink()
+    MemorySource.instances.clear()
+    daemon = service(settings, lines(400), sink)
+    thread = threading.Thread(target=lambda: daemon.run(timeout=60))
+    thread.start()
+
+    def gauge():
+        return daemon.metrics.registry.get_sample_value("streamlearn_kafka_unanswered_seconds")
+
+    try:
+        deadline = time.monotonic() + 30
+        while (not MemorySource.instances or daemon.consumed < 40) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        source = MemorySource.instances[-1]
+        assert gauge() == 0.0
+        sink.waiting = 150.0
+        assert gauge() == 150.0
+        sink.waiting, source.unanswered = 0.0, 30.0
+        assert gauge() == 30.0
+    finally:
+        daemon.stop()
+        thread.join(30)
+    assert gauge() == 0.0  # the daemon is gone: nothing left to wait for
+
+
 def test_a_broker_that_stops_answering_is_reported_once_and_its_return_too(settings, caplog):
     # kafka-python only logs its reconnection attempts; the operator got no line of streamlearn's own.
     # (The shared test broker cannot be taken down, so the source's answer is given here.)
     daemon = Service(settings)
-    gauge = []
     with caplog.at_level("INFO", logger="streamlearn.service"):
         for unanswered in (0.0, 4.0, 11.0, 30.0, 60.0, 0.0, 0.0):
             daemon._report_outage(unanswered)
-            gauge.append(daemon.metrics.registry.get_sample_value("streamlearn_kafka_unanswered_seconds"))
-    assert gauge == [0.0, 4.0, 11.0, 30.0, 60.0, 0.0, 0.0]  # what StreamlearnKafkaUnreachable pages on
     lines = [(r.levelname, r.getMessage()) for r in caplog.records]
     assert lines == [("WARNING", "Kafka does not answer; consuming and publishing wait for it (nothing is lost)"),
                      ("INFO", "Kafka answers again")]

@@ -7,6 +7,7 @@ never asked for again) cannot be brought about on demand on the shared test brok
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -34,6 +35,7 @@ class _NeverConfirms:
 def _sink(stop=None) -> KafkaSink:
     sink = KafkaSink.__new__(KafkaSink)  # no broker: the producer is the stand-in above
     sink._stop, sink._producer, sink._pending = stop, _NeverConfirms(), [_Pending(), _Pending()]
+    sink._flush_started = None
     return sink
 
 
@@ -52,3 +54,19 @@ def test_a_stop_request_cuts_a_stuck_flush_short(monkeypatch):
     with pytest.raises(DeliveryError, match="after the stop request"):
         sink.flush()  # the default bound is over two minutes
     assert time.monotonic() - asked < 3.0
+
+
+def test_the_wait_of_a_stuck_flush_can_be_read_from_another_thread_and_is_logged(monkeypatch, caplog):
+    # The daemon's loop is blocked in the flush: the metrics read the wait from their own thread.
+    monkeypatch.setattr(sink_module, "_SLOW_FLUSH_S", 0.5)
+    sink = _sink()
+    assert sink.unconfirmed_for() == 0.0
+    readings = []
+    reader = threading.Timer(1.0, lambda: readings.append(sink.unconfirmed_for()))
+    reader.start()
+    with caplog.at_level("WARNING", logger="streamlearn.kafka.sink"), pytest.raises(DeliveryError):
+        sink.flush(timeout_s=1.6)
+    reader.join()
+    assert 0.9 <= readings[0] < 1.6 and sink.unconfirmed_for() == 0.0
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.getMessage().startswith("Kafka has not confirmed the outputs yet") and warning.messages == 2

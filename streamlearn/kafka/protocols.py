@@ -62,5 +62,8 @@ class Sink(Protocol):
     def flush(self) -> None:
         """Block until every queued message is acknowledged; raise if any could not be delivered."""
 
+    def unconfirmed_for(self) -> float:
+        """Seconds the running flush has waited for acknowledgements (0 when none runs); any thread may ask."""
+
     def close(self) -> None:
         """Flush what is queued (best effort) and release the connection."""

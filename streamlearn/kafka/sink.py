@@ -31,6 +31,7 @@ _DELIVERY_TIMEOUT_S = 120.0
 FLUSH_LIMIT_S = _DELIVERY_TIMEOUT_S + 15.0
 _FLUSH_SLICE_S = 0.5  # how soon a flush notices a stop request
 _STOP_GRACE_S = 10.0  # after a stop request, a flush waits this much longer at most
+_SLOW_FLUSH_S = 10.0  # a flush still waiting after this long is logged (the broker may be down)
 
 
 class DeliveryError(StreamlearnError):
@@ -45,6 +46,7 @@ class KafkaSink:
         self.settings = settings
         self._stop = stop  # true once the process was asked to stop: flushes then give up sooner
         self._pending: list = []
+        self._flush_started: float | None = None  # while a flush waits: when it began
         try:
             self._producer = KafkaProducer(
                 acks="all",
@@ -76,15 +78,39 @@ class KafkaSink:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        started = time.monotonic()
-        deadline = started + (FLUSH_LIMIT_S if timeout_s is None else timeout_s)
-        stopping = False
+        started = self._flush_started = time.monotonic()
+        try:
+            self._wait_for(pending, started, FLUSH_LIMIT_S if timeout_s is None else timeout_s)
+        finally:
+            self._flush_started = None
+        failed = [f for f in pending if f.exception is not None or not f.is_done]
+        if failed:
+            first = failed[0].exception
+            raise DeliveryError(f"{len(failed)} of {len(pending)} messages were not delivered: {first!r}") from first
+
+    def unconfirmed_for(self) -> float:
+        """Seconds the running flush has waited for the broker's acknowledgements (0 when none runs).
+
+        Read from other threads (the metrics): a loop blocked here cannot report the wait itself.
+        """
+        started = self._flush_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def _wait_for(self, pending: list, started: float, limit_s: float) -> None:
+        """:meth:`flush`'s wait, in slices that notice a stop request; DeliveryError past the deadline."""
+        deadline = started + limit_s
+        stopping = warned = False
         while True:
             try:
                 self._producer.flush(timeout=max(0.0, min(_FLUSH_SLICE_S, deadline - time.monotonic())))
                 break
             except KafkaTimeoutError as exc:
                 now = time.monotonic()
+                if not warned and now - started >= _SLOW_FLUSH_S:
+                    warned = True
+                    logger.warning("Kafka has not confirmed the outputs yet; waiting (nothing is committed meanwhile)",
+                                   extra={"messages": len(pending), "seconds": round(now - started),
+                                          "gives_up_after_s": round(deadline - started)})
                 if not stopping and self._stop is not None and self._stop():
                     stopping, deadline = True, min(deadline, now + _STOP_GRACE_S)
                 if now >= deadline:
@@ -96,10 +122,6 @@ class KafkaSink:
                 unconfirmed = sum(1 for f in pending if not f.is_done)
                 raise DeliveryError(f"flush of {len(pending)} messages failed ({unconfirmed} not confirmed): "
                                     f"{exc}") from exc
-        failed = [f for f in pending if f.exception is not None or not f.is_done]
-        if failed:
-            first = failed[0].exception
-            raise DeliveryError(f"{len(failed)} of {len(pending)} messages were not delivered: {first!r}") from first
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is queued (best effort) and close the producer."""
