@@ -118,6 +118,16 @@ def service(settings, data, sink, **kwargs) -> Service:
                    sink_factory=lambda k, **kw: sink, prepare_topics=lambda k: None, **kwargs)
 
 
+def started(svc: Service, consumed: int, result: list | None = None) -> threading.Thread:
+    """``svc.run`` in a thread (its return value appended to ``result``), once it has consumed ``consumed`` records."""
+    thread = threading.Thread(target=lambda: (result if result is not None else []).append(svc.run(timeout=60)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while svc.consumed < consumed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return thread
+
+
 def test_count_bounds_the_run_and_the_final_checkpoint_is_committed(settings):
     data, sink = lines(250), MemorySink()
     assert service(settings, data, sink).run(count=130, timeout=60) == 0
@@ -147,12 +157,8 @@ def test_an_unwritable_checkpoint_dir_is_refused_before_anything_is_consumed(set
 
 def test_a_second_daemon_on_the_same_checkpoint_dir_is_refused_while_the_first_runs(settings):
     first = service(settings, lines(400), MemorySink())
-    thread = threading.Thread(target=lambda: first.run(timeout=60))
-    thread.start()
+    thread = started(first, 40)
     try:
-        deadline = time.monotonic() + 30
-        while first.consumed < 40 and time.monotonic() < deadline:
-            time.sleep(0.05)
         assert first.consumed >= 40
         sink = MemorySink()
         with pytest.raises(DirectoryInUseError, match=rf"checkpoint.dir .* is in use by another streamlearn "
@@ -197,11 +203,7 @@ def test_a_stop_request_finishes_cleanly_and_checkpoints(settings):
     stop = threading.Event()
     svc = service(settings, lines(60), MemorySink(), stop_event=stop)
     result: list = []
-    thread = threading.Thread(target=lambda: result.append(svc.run(timeout=60)))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while svc.consumed < 60 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    thread = started(svc, 60, result)
     stop.set()
     thread.join(30)
     assert not thread.is_alive() and result == [0]
@@ -229,12 +231,8 @@ def test_a_delivery_failure_stops_the_daemon_without_committing_the_failed_batch
 def test_admin_commands_run_on_the_loop_thread(settings):
     stop = threading.Event()
     svc = service(settings, lines(60), MemorySink(), stop_event=stop)
-    thread = threading.Thread(target=lambda: svc.run(timeout=60))
-    thread.start()
+    thread = started(svc, 60)
     try:
-        deadline = time.monotonic() + 30
-        while svc.consumed < 60 and time.monotonic() < deadline:
-            time.sleep(0.05)
         seen_threads: list = []
         answer = svc.control.call(lambda: seen_threads.append(threading.current_thread()) or 7, timeout=10)
         assert answer == 7 and seen_threads == [thread]
@@ -346,16 +344,13 @@ def test_the_kafka_gauge_reads_the_source_and_the_sink_at_every_scrape(settings)
     sink = MemorySink()
     MemorySource.instances.clear()
     daemon = service(settings, lines(400), sink)
-    thread = threading.Thread(target=lambda: daemon.run(timeout=60))
-    thread.start()
+    thread = started(daemon, 40)
 
     def gauge():
         return daemon.metrics.registry.get_sample_value("streamlearn_kafka_unanswered_seconds")
 
     try:
-        deadline = time.monotonic() + 30
-        while (not MemorySource.instances or daemon.consumed < 40) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert daemon.consumed >= 40
         source = MemorySource.instances[-1]
         assert gauge() == 0.0
         sink.waiting = 150.0
