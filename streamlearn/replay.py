@@ -197,12 +197,9 @@ def replay(
         if learner.n_features is None:  # the predictions and the report (with the reasons) are written
             raise UsageError(f"no valid sample in {path}: no model to save to --save-model {save_model}")
         Path(save_model).mkdir(parents=True, exist_ok=True)
-        lock = DirectoryLock(Path(save_model), "--save-model")  # not into the directory of a running daemon
-        try:
+        with DirectoryLock(Path(save_model), "--save-model"):  # not into the directory of a running daemon
             saved = checkpoint.save(Path(save_model), learner,
                                     extra={"source": str(path), "replay_samples": result.valid})
-        finally:
-            lock.release()
         logger.debug("model saved", extra={"path": str(saved), "model_version": result.model_version})
     return result
 

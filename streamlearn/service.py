@@ -81,7 +81,7 @@ class Service:
         with ExitStack() as stack:
             stack.callback(self._unfreeze_gc)
             ensure_writable(Path(s.checkpoint.dir))
-            stack.callback(DirectoryLock(Path(s.checkpoint.dir), "checkpoint.dir").release)  # before restore reads it
+            stack.enter_context(DirectoryLock(Path(s.checkpoint.dir), "checkpoint.dir"))  # before restore reads it
             # The model before the topics: an unusable learner.initial_model stops the start (exit 2)
             # before anything is created on the broker.
             self.learner, extra, restored = restore(s.checkpoint, lambda: start_learner(s.learner), s.learner)
