@@ -190,7 +190,8 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_
     assert values["Model version / A"][0] >= 1
     assert values["Memory and CPU / A"][0] > 10e6  # resident bytes of a process holding torch
     assert all(math.isfinite(v) and v > 0 for v in values["End-to-end latency / B"])  # p99 of a flowing stream
-    assert values["Kafka unanswered / A"] == [0.0]  # the broker answers
+    # The broker answers: 0, or the few milliseconds of a flush the scrape happened to fall into.
+    assert len(values["Kafka unanswered / A"]) == 1 and 0.0 <= values["Kafka unanswered / A"][0] < 5.0
     reasons = {r["metric"]["reason"] for r in query(http, 'streamlearn_dead_letters_total{job="streamlearn"} > 0')}
     assert reasons == {"not_json", "non_finite"}
 
